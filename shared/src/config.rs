@@ -1,0 +1,264 @@
+//! Settings read from the environment (and a `.env` file when present).
+//!
+//! Every variable is documented here, in `.env.example` and in the README. Errors name the
+//! variable and the value that could not be parsed.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+/// Default user every request acts as until authentication exists.
+pub const DEFAULT_USER: &str = "default";
+
+/// Settings of both services and the ops tooling.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `DATABASE_URL`: Postgres connection string.
+    pub database_url: String,
+    /// `AMQP_URL`: RabbitMQ connection string.
+    pub amqp_url: String,
+    /// `HOST`: address the api binds to.
+    pub host: String,
+    /// `PORT`: the api's HTTP port (0 picks a free one).
+    pub port: u16,
+    /// `AMQP_PREFIX`: prefix of every exchange and queue name.
+    pub amqp_prefix: String,
+    /// `AMQP_QUEUE_TYPE`: `quorum` (default) or `classic` for the durable queues.
+    pub queue_type: QueueType,
+    /// `RETRY_DELAYS_MS`: the three retry delays, comma-separated milliseconds.
+    pub retry_delays: Vec<Duration>,
+    /// `WRITE_WAIT_MS`: how long a write waits for the worker before answering 202.
+    pub write_wait: Duration,
+    /// `PUBLISH_TIMEOUT_MS`: how long the api waits for a publisher confirm before answering 503.
+    pub publish_timeout: Duration,
+    /// `AMQP_PREFETCH`: unacknowledged deliveries the worker may hold.
+    pub prefetch: u16,
+    /// `WORKER_BATCH_SIZE`: most deliveries the worker applies in one transaction.
+    pub batch_size: usize,
+    /// `DB_POOL_SIZE`: Postgres connections per process.
+    pub db_pool_size: usize,
+    /// `BODY_LIMIT_BYTES`: largest request body the api accepts.
+    pub body_limit: usize,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/tasksync".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            host: "0.0.0.0".into(),
+            port: 3000,
+            amqp_prefix: "tasksync".into(),
+            queue_type: QueueType::Quorum,
+            retry_delays: [1_000, 5_000, 25_000].map(Duration::from_millis).to_vec(),
+            write_wait: Duration::from_millis(2_000),
+            publish_timeout: Duration::from_millis(5_000),
+            prefetch: 256,
+            batch_size: 256,
+            db_pool_size: 16,
+            body_limit: 2 * 1024 * 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A variable that is set but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Reads `.env` (if present) and then the process environment over the defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is the user's to notice in the log.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any variable source (the environment in production, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let millis = |ms: u64| Duration::from_millis(ms);
+        Ok(Self {
+            database_url: get("DATABASE_URL").unwrap_or(d.database_url),
+            amqp_url: get("AMQP_URL").unwrap_or(d.amqp_url),
+            host: get("HOST").unwrap_or(d.host),
+            port: parse(&get, "PORT")?.unwrap_or(d.port),
+            amqp_prefix: match get("AMQP_PREFIX") {
+                Some(p) => validate_prefix(p)?,
+                None => d.amqp_prefix,
+            },
+            queue_type: parse(&get, "AMQP_QUEUE_TYPE")?.unwrap_or(d.queue_type),
+            retry_delays: match get("RETRY_DELAYS_MS") {
+                Some(v) => parse_delays(&v)?,
+                None => d.retry_delays,
+            },
+            write_wait: parse(&get, "WRITE_WAIT_MS")?.map(millis).unwrap_or(d.write_wait),
+            publish_timeout: parse(&get, "PUBLISH_TIMEOUT_MS")?
+                .map(millis)
+                .unwrap_or(d.publish_timeout),
+            prefetch: positive(&get, "AMQP_PREFETCH")?.unwrap_or(d.prefetch),
+            batch_size: positive(&get, "WORKER_BATCH_SIZE")?.unwrap_or(d.batch_size),
+            db_pool_size: positive(&get, "DB_POOL_SIZE")?.unwrap_or(d.db_pool_size),
+            body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
+            log_format: parse(&get, "LOG_FORMAT")?.unwrap_or(d.log_format),
+        })
+    }
+}
+
+fn parse<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    get(name)
+        .map(|value| {
+            value.trim().parse().map_err(|e: T::Err| ConfigError {
+                name,
+                reason: e.to_string(),
+                value,
+            })
+        })
+        .transpose()
+}
+
+fn positive<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr + Default + PartialEq,
+    T::Err: fmt::Display,
+{
+    match parse::<T>(get, name)? {
+        Some(v) if v == T::default() => Err(ConfigError {
+            name,
+            value: "0".into(),
+            reason: "must be greater than zero".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
+fn parse_delays(value: &str) -> Result<Vec<Duration>, ConfigError> {
+    let err = |reason: String| ConfigError {
+        name: "RETRY_DELAYS_MS",
+        value: value.to_string(),
+        reason,
+    };
+    let delays = value
+        .split(',')
+        .map(|part| part.trim().parse::<u64>().map(Duration::from_millis))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if delays.len() != 3 {
+        return Err(err(format!("expected three delays, got {}", delays.len())));
+    }
+    Ok(delays)
+}
+
+fn validate_prefix(prefix: String) -> Result<String, ConfigError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 100
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(prefix)
+    } else {
+        Err(ConfigError {
+            name: "AMQP_PREFIX",
+            value: prefix,
+            reason: "use 1-100 characters among letters, digits, '-', '_' and '.'".into(),
+        })
+    }
+}
+
+/// Type of the durable queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueType {
+    /// Replicated Raft queues (RabbitMQ ≥ 3.8); the default.
+    Quorum,
+    /// Single-node queues, for brokers or setups without quorum queues.
+    Classic,
+}
+
+impl FromStr for QueueType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "quorum" => Ok(Self::Quorum),
+            "classic" => Ok(Self::Classic),
+            _ => Err("expected quorum or classic".into()),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" | "pretty" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_reach_the_local_services() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.port, 3000);
+        assert_eq!(s.amqp_prefix, "tasksync");
+        assert_eq!(s.database_url, "postgres://postgres@127.0.0.1:5432/tasksync");
+        assert_eq!(s.retry_delays, [1, 5, 25].map(Duration::from_secs).to_vec());
+    }
+
+    #[test]
+    fn every_variable_overrides_its_default() {
+        let s = from(&[
+            ("PORT", "8080"),
+            ("AMQP_PREFIX", "t1"),
+            ("RETRY_DELAYS_MS", "10, 20,30"),
+            ("WRITE_WAIT_MS", "50"),
+            ("AMQP_QUEUE_TYPE", "classic"),
+            ("LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.amqp_prefix, "t1");
+        assert_eq!(s.retry_delays, [10, 20, 30].map(Duration::from_millis).to_vec());
+        assert_eq!(s.write_wait, Duration::from_millis(50));
+        assert_eq!(s.queue_type, QueueType::Classic);
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = from(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(e.name, "PORT");
+        assert!(e.to_string().contains("PORT=\"eighty\""), "{e}");
+        assert_eq!(from(&[("RETRY_DELAYS_MS", "1,2")]).unwrap_err().name, "RETRY_DELAYS_MS");
+        assert_eq!(from(&[("AMQP_PREFIX", "a b")]).unwrap_err().name, "AMQP_PREFIX");
+        assert_eq!(from(&[("WORKER_BATCH_SIZE", "0")]).unwrap_err().name, "WORKER_BATCH_SIZE");
+    }
+}

@@ -1,0 +1,26 @@
+//! Everything the Task Sync services agree on.
+//!
+//! Layout:
+//! - [`config`]: the typed settings read from the environment (SPEC §6), shared by every binary.
+//! - [`model`]: the task as clients see it and how it is read from Postgres.
+//! - [`operation`]: operations, the message the api publishes for each one (with its schema
+//!   version) and the outcome reports the worker sends back.
+//! - [`merge`]: the pure last-write-wins merge (SPEC §4). No I/O.
+//! - [`topology`]: exchange and queue names under the configured prefix, and their declaration.
+//! - [`amqp`]: connecting to RabbitMQ with backoff.
+//! - [`db`]: the Postgres pool, database creation and the embedded migrations.
+//! - [`telemetry`] and [`shutdown`]: the process plumbing both services share.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod merge;
+pub mod model;
+pub mod operation;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+
+pub use config::Settings;
+pub use model::{SyncStatus, Task};
+pub use operation::{OpKind, Operation, OperationFields, OutcomeReport, OutcomeStatus};

@@ -1,0 +1,208 @@
+//! Operations and the messages that carry them.
+//!
+//! The api publishes one [`Operation`] per message (JSON with a schema version `v`); the worker
+//! answers with [`ReplyBatch`]es of [`OutcomeReport`]s, one reply message per api instance per
+//! applied batch.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use crate::model::Task;
+
+/// Version of the operation and reply message bodies. A worker parks messages of other versions.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What an operation does to its task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Create,
+    Update,
+    Delete,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// The fields an operation names. `description: Some(None)` clears the description;
+/// `None` leaves it alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub description: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<bool>,
+}
+
+/// Deserializes a field that is present (even as `null`) into `Some(value)`, so that an absent
+/// field (`None`, via `#[serde(default)]`) differs from an explicit `null` (`Some(None)`).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// One create, update or delete of one task, as the api accepted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Idempotency key: chosen by the client for sync batches, by the api for REST writes.
+    pub op_id: Uuid,
+    pub task_id: Uuid,
+    pub user_id: String,
+    pub kind: OpKind,
+    pub fields: OperationFields,
+    /// The last-write-wins time: the client's timestamp, never later than `received_at`.
+    pub stamped_at: DateTime<Utc>,
+    /// When the api received the operation.
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct OperationMessageOut<'a> {
+    v: u32,
+    #[serde(flatten)]
+    op: &'a Operation,
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: u32,
+}
+
+/// Why a message body could not be turned into an operation. Such a message can never succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message body: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unknown message schema version {0} (this worker reads version {SCHEMA_VERSION})")]
+    UnknownVersion(u32),
+}
+
+impl Operation {
+    /// The message body for this operation.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&OperationMessageOut {
+            v: SCHEMA_VERSION,
+            op: self,
+        })
+    }
+
+    /// Reads a message body, checking its schema version first.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let VersionProbe { v } = serde_json::from_slice(body)?;
+        if v != SCHEMA_VERSION {
+            return Err(DecodeError::UnknownVersion(v));
+        }
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+/// The outcome of one operation (SPEC §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeStatus {
+    /// It won every field it set.
+    Success,
+    /// It lost some or all of its fields to later writes.
+    Conflict,
+    /// It can never apply.
+    Error,
+}
+
+impl OutcomeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Conflict => "conflict",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "success" => Self::Success,
+            "conflict" => Self::Conflict,
+            _ => Self::Error,
+        }
+    }
+}
+
+/// What the worker decided about one operation, sent back to the api that published it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeReport {
+    pub op_id: Uuid,
+    pub task_id: Uuid,
+    pub status: OutcomeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The task after the operation (the winning state on a conflict); absent when the
+    /// operation was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+}
+
+/// Outcomes of one applied batch for one api instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyBatch {
+    pub v: u32,
+    pub outcomes: Vec<OutcomeReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op() -> Operation {
+        let now = crate::model::to_db_precision(Utc::now());
+        Operation {
+            op_id: Uuid::new_v4(),
+            task_id: Uuid::new_v4(),
+            user_id: "u".into(),
+            kind: OpKind::Update,
+            fields: OperationFields {
+                title: None,
+                description: Some(None),
+                completed: Some(true),
+            },
+            stamped_at: now,
+            received_at: now,
+        }
+    }
+
+    #[test]
+    fn an_operation_survives_the_round_trip_with_an_explicit_null() {
+        let op = op();
+        let body = op.encode().unwrap();
+        let text = String::from_utf8(body.clone()).unwrap();
+        assert!(text.contains("\"v\":1"), "{text}");
+        assert!(text.contains("\"description\":null"), "{text}");
+        assert!(!text.contains("\"title\""), "{text}");
+        assert_eq!(Operation::decode(&body).unwrap(), op);
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_refused() {
+        let mut value = serde_json::to_value(OperationMessageOut { v: 1, op: &op() }).unwrap();
+        value["v"] = 7.into();
+        let body = serde_json::to_vec(&value).unwrap();
+        assert!(matches!(Operation::decode(&body), Err(DecodeError::UnknownVersion(7))));
+        assert!(matches!(Operation::decode(b"not json"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(Operation::decode(b"{\"v\":1}"), Err(DecodeError::Malformed(_))));
+    }
+}
