@@ -6,6 +6,7 @@
 //! - [`operation`]: operations, the message the api publishes for each one (with its schema
 //!   version) and the outcome reports the worker sends back.
 //! - [`merge`]: the pure last-write-wins merge (SPEC §4). No I/O.
+//! - [`validate`]: the field rules the api and the worker both apply.
 //! - [`topology`]: exchange and queue names under the configured prefix, and their declaration.
 //! - [`amqp`]: connecting to RabbitMQ with backoff.
 //! - [`db`]: the Postgres pool, database creation and the embedded migrations.
@@ -20,6 +21,7 @@ pub mod operation;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+pub mod validate;
 
 pub use config::Settings;
 pub use model::{SyncStatus, Task};

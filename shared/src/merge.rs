@@ -197,7 +197,7 @@ mod tests {
             let ops: Vec<_> = order.into_iter().cloned().collect();
             let (state, merged) = apply_all(&ops);
             assert_eq!(state.title.as_ref().unwrap().value, "from phone");
-            assert_eq!(state.completed.as_ref().unwrap().value, true);
+            assert!(state.completed.as_ref().unwrap().value);
             // Both edits hold, whichever arrives first.
             let edits = ops.iter().zip(&merged).filter(|(o, _)| o.kind == OpKind::Update);
             assert!(edits.clone().count() == 2 && edits.into_iter().all(|(_, m)| m.won_all));
@@ -258,7 +258,10 @@ mod tests {
         assert!(!merged[1].changed);
     }
 
-    fn any_op() -> impl Strategy<Value = (u8, i64, Option<u8>, Option<Option<u8>>, Option<bool>)> {
+    /// (kind, seconds, title, description, completed) of a generated operation.
+    type OpSpec = (u8, i64, Option<u8>, Option<Option<u8>>, Option<bool>);
+
+    fn any_op() -> impl Strategy<Value = OpSpec> {
         (
             0u8..3,
             0i64..6, // few distinct times, so ties are common
@@ -268,7 +271,7 @@ mod tests {
         )
     }
 
-    fn build(specs: &[(u8, i64, Option<u8>, Option<Option<u8>>, Option<bool>)]) -> Vec<Operation> {
+    fn build(specs: &[OpSpec]) -> Vec<Operation> {
         specs
             .iter()
             .enumerate()

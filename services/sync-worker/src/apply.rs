@@ -1,0 +1,156 @@
+//! The worker's step: apply a batch of operations in one transaction and decide each one.
+//!
+//! Pure of AMQP, so tests call it directly. The loop in [`crate::consumer`] acks, rejects and
+//! replies around it.
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::Pool;
+use tasksync_shared::{
+    Operation, OutcomeReport, OutcomeStatus, Task,
+    db::{is_transient, pool_error_is_transient},
+    merge::Write,
+    validate,
+};
+use uuid::Uuid;
+
+use crate::storage::{self, Decision};
+
+/// Why a batch could not be applied. Nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The database cannot be reached: wait for it, spend no attempt.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed: something in the batch cannot be written as it is.
+    #[error("database rejected the batch: {0}")]
+    Rejected(String),
+}
+
+impl From<tokio_postgres::Error> for ApplyError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let message = e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_string());
+        if is_transient(&e) {
+            Self::Unavailable(message)
+        } else {
+            Self::Rejected(message)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApplyError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        if pool_error_is_transient(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Rejected(e.to_string())
+        }
+    }
+}
+
+/// Message of the error outcome of an operation on another user's task. It says no more than
+/// "not found", so that it never reveals that the task exists.
+pub const NOT_FOUND: &str = "task not found";
+
+/// Applies `ops` in one transaction and returns one report per operation, in order.
+///
+/// An operation already in the log (a redelivery, or a client pushing it again) is not applied
+/// again: its report repeats the recorded outcome with the current task.
+pub async fn apply_batch(pool: &Pool, ops: &[Operation]) -> Result<Vec<OutcomeReport>, ApplyError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+
+    let mut invalid: HashMap<Uuid, String> = HashMap::new();
+    for op in ops {
+        if let Err(e) = validate::normalize(op.kind, op.fields.clone()) {
+            invalid.insert(op.op_id, e.to_string());
+        }
+    }
+    let targets: Vec<(Uuid, &str)> = ops
+        .iter()
+        .filter(|op| !invalid.contains_key(&op.op_id))
+        .map(|op| (op.task_id, op.user_id.as_str()))
+        .collect();
+    let mut locked = storage::lock_tasks(&tx, &targets).await?;
+    let op_ids: Vec<Uuid> = ops.iter().map(|op| op.op_id).collect();
+    let decided = storage::decided_operations(&tx, &op_ids).await?;
+
+    // Decide each operation once, in delivery order.
+    let mut decisions: Vec<Decision<'_>> = Vec::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut changed: HashSet<Uuid> = HashSet::new();
+    let mut written: HashSet<Uuid> = HashSet::new();
+    for op in ops {
+        if decided.contains_key(&op.op_id) || !seen.insert(op.op_id) {
+            continue;
+        }
+        let (status, error) = if let Some(reason) = invalid.get(&op.op_id) {
+            (OutcomeStatus::Error, Some(reason.clone()))
+        } else {
+            match locked.get_mut(&op.task_id) {
+                Some(row) if row.user_id == op.user_id => {
+                    let merged = row.state.apply(&Write::from_operation(op));
+                    written.insert(op.task_id);
+                    if merged.changed {
+                        changed.insert(op.task_id);
+                    }
+                    if merged.won_all {
+                        (OutcomeStatus::Success, None)
+                    } else {
+                        (OutcomeStatus::Conflict, None)
+                    }
+                }
+                _ => (OutcomeStatus::Error, Some(NOT_FOUND.to_string())),
+            }
+        };
+        decisions.push(Decision { op, status, error });
+    }
+
+    let to_save: Vec<(Uuid, &tasksync_shared::merge::TaskState)> = locked
+        .iter()
+        .filter(|(id, _)| changed.contains(id))
+        .map(|(id, row)| (*id, &row.state))
+        .collect();
+    let saved = storage::save_tasks(&tx, &to_save).await?;
+    let placeholders: Vec<Uuid> = locked
+        .iter()
+        .filter(|(id, row)| row.inserted && !written.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    storage::delete_placeholders(&tx, &placeholders).await?;
+    storage::record_operations(&tx, &decisions).await?;
+    tx.commit().await?;
+
+    let mut tasks: HashMap<Uuid, Task> = locked
+        .into_iter()
+        .filter(|(id, row)| !row.inserted || written.contains(id))
+        .map(|(id, row)| (id, row.task))
+        .collect();
+    tasks.extend(saved.into_iter().map(|t| (t.id, t)));
+
+    let mut outcome: HashMap<Uuid, (OutcomeStatus, Option<String>)> = decided
+        .into_iter()
+        .map(|(id, d)| (id, (d.status, d.error)))
+        .collect();
+    outcome.extend(decisions.into_iter().map(|d| (d.op.op_id, (d.status, d.error))));
+
+    Ok(ops
+        .iter()
+        .map(|op| {
+            let (status, error) = outcome
+                .get(&op.op_id)
+                .cloned()
+                .unwrap_or((OutcomeStatus::Error, Some("undecided".into())));
+            let task = (status != OutcomeStatus::Error)
+                .then(|| tasks.get(&op.task_id).cloned())
+                .flatten();
+            OutcomeReport {
+                op_id: op.op_id,
+                task_id: op.task_id,
+                status,
+                error,
+                task,
+            }
+        })
+        .collect())
+}

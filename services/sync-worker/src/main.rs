@@ -1,0 +1,30 @@
+use clap::{Parser, Subcommand};
+use tasksync_shared::{Settings, db, shutdown::shutdown_signal, telemetry};
+
+/// Applies task operations from RabbitMQ to Postgres. Configured by environment variables
+/// (see .env.example).
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume and apply operations (the default).
+    Run,
+    /// Create the database if needed, apply pending migrations, and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::from_env()?;
+    telemetry::init(settings.log_format);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => sync_worker::run(settings, shutdown_signal()).await,
+        Command::Migrate => Ok(db::migrate(&settings.database_url).await?),
+    }
+}

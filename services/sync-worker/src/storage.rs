@@ -1,0 +1,298 @@
+//! All SQL of the worker: locking the tasks of a batch, reading the operation log, and writing
+//! merged tasks and decided operations. Every function works inside the caller's transaction.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use tasksync_shared::{
+    OutcomeStatus, Task,
+    merge::{Register, Stamp, TaskState},
+    model::TASK_COLUMNS,
+    Operation,
+};
+use uuid::Uuid;
+
+/// A task row locked for this transaction.
+#[derive(Debug)]
+pub struct LockedTask {
+    pub user_id: String,
+    pub state: TaskState,
+    pub task: Task,
+    /// The row was created by this transaction as a placeholder to lock on.
+    pub inserted: bool,
+}
+
+const STAMP_COLUMNS: &str = "user_id, title_at, title_op, description_at, description_op, \
+     completed_at, completed_op, deleted_at, deleted_op, (xmax = 0) AS inserted";
+
+fn register<T>(value: T, at: Option<DateTime<Utc>>, op: Option<Uuid>) -> Option<Register<T>> {
+    Some(Register {
+        value,
+        stamp: Stamp {
+            at: at?,
+            op_id: op.unwrap_or_default(),
+        },
+    })
+}
+
+fn locked_from_row(row: &tokio_postgres::Row) -> Result<LockedTask, tokio_postgres::Error> {
+    let task = Task::from_row(row)?;
+    let n = TASK_COLUMNS.split(',').count();
+    let user_id: String = row.try_get(n)?;
+    let inserted: bool = row.try_get(n + 9)?;
+    let state = if inserted {
+        TaskState::default()
+    } else {
+        TaskState {
+            title: register(task.title.clone(), row.try_get(n + 1)?, row.try_get(n + 2)?),
+            description: register(
+                task.description.clone(),
+                row.try_get(n + 3)?,
+                row.try_get(n + 4)?,
+            ),
+            completed: register(task.completed, row.try_get(n + 5)?, row.try_get(n + 6)?),
+            deleted: register(task.is_deleted, row.try_get(n + 7)?, row.try_get(n + 8)?),
+            created_at: Some(task.created_at),
+        }
+    };
+    Ok(LockedTask {
+        user_id,
+        state,
+        task,
+        inserted,
+    })
+}
+
+/// Locks the rows of `tasks` (id, owner for a new row) in ascending id order, inserting a
+/// placeholder for each that does not exist yet. One global lock order means concurrent
+/// workers never deadlock; the placeholder means two workers creating the same task serialize
+/// on its row instead of racing on the primary key.
+pub async fn lock_tasks(
+    tx: &Transaction<'_>,
+    tasks: &[(Uuid, &str)],
+) -> Result<HashMap<Uuid, LockedTask>, tokio_postgres::Error> {
+    let mut sorted: Vec<_> = tasks.to_vec();
+    sorted.sort_by_key(|(id, _)| *id);
+    sorted.dedup_by_key(|(id, _)| *id);
+    let ids: Vec<Uuid> = sorted.iter().map(|(id, _)| *id).collect();
+    let users: Vec<&str> = sorted.iter().map(|(_, user)| *user).collect();
+    let sql = format!(
+        "INSERT INTO tasks (id, user_id) \
+         SELECT id, user_id FROM unnest($1::uuid[], $2::text[]) AS n(id, user_id) ORDER BY id \
+         ON CONFLICT (id) DO UPDATE SET user_id = tasks.user_id \
+         RETURNING {TASK_COLUMNS}, {STAMP_COLUMNS}"
+    );
+    let rows = tx.query(&sql, &[&ids, &users]).await?;
+    rows.iter()
+        .map(|row| locked_from_row(row).map(|t| (t.task.id, t)))
+        .collect()
+}
+
+/// A decision already in the operation log.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    pub status: OutcomeStatus,
+    pub error: Option<String>,
+}
+
+/// The operations of `op_ids` that the log already holds.
+pub async fn decided_operations(
+    tx: &Transaction<'_>,
+    op_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Decided>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT op_id, outcome, last_error FROM operations WHERE op_id = ANY($1)",
+            &[&op_ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let status: &str = row.try_get(1)?;
+            Ok((
+                row.try_get(0)?,
+                Decided {
+                    status: OutcomeStatus::from_db(status),
+                    error: row.try_get(2)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Writes merged states back, marks the tasks synced and moves them up the change feed.
+/// Returns the tasks as stored.
+pub async fn save_tasks(
+    tx: &Transaction<'_>,
+    tasks: &[(Uuid, &TaskState)],
+) -> Result<Vec<Task>, tokio_postgres::Error> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut c = SaveColumns::default();
+    for (id, s) in tasks {
+        c.push(*id, s);
+    }
+    let columns = TASK_COLUMNS
+        .split(", ")
+        .map(|col| format!("t.{col}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE tasks t SET \
+           title = u.title, title_at = u.title_at, title_op = u.title_op, \
+           description = u.description, description_at = u.description_at, \
+           description_op = u.description_op, \
+           completed = u.completed, completed_at = u.completed_at, completed_op = u.completed_op, \
+           is_deleted = u.is_deleted, deleted_at = u.deleted_at, deleted_op = u.deleted_op, \
+           created_at = u.created_at, updated_at = u.updated_at, \
+           sync_status = 'synced', server_id = COALESCE(t.server_id, t.id::text), \
+           last_synced_at = now(), change_xid = pg_current_xact_id() \
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::uuid[], \
+                     $5::text[], $6::timestamptz[], $7::uuid[], \
+                     $8::bool[], $9::timestamptz[], $10::uuid[], \
+                     $11::bool[], $12::timestamptz[], $13::uuid[], \
+                     $14::timestamptz[], $15::timestamptz[]) \
+           AS u(id, title, title_at, title_op, description, description_at, description_op, \
+                completed, completed_at, completed_op, is_deleted, deleted_at, deleted_op, \
+                created_at, updated_at) \
+         WHERE t.id = u.id \
+         RETURNING {columns}"
+    );
+    let rows = tx
+        .query(
+            &sql,
+            &[
+                &c.id,
+                &c.title,
+                &c.title_at,
+                &c.title_op,
+                &c.description,
+                &c.description_at,
+                &c.description_op,
+                &c.completed,
+                &c.completed_at,
+                &c.completed_op,
+                &c.deleted,
+                &c.deleted_at,
+                &c.deleted_op,
+                &c.created_at,
+                &c.updated_at,
+            ],
+        )
+        .await?;
+    rows.iter().map(Task::from_row).collect()
+}
+
+/// Column-wise parameters of [`save_tasks`].
+#[derive(Default)]
+struct SaveColumns {
+    id: Vec<Uuid>,
+    title: Vec<Option<String>>,
+    title_at: Vec<Option<DateTime<Utc>>>,
+    title_op: Vec<Option<Uuid>>,
+    description: Vec<Option<String>>,
+    description_at: Vec<Option<DateTime<Utc>>>,
+    description_op: Vec<Option<Uuid>>,
+    completed: Vec<bool>,
+    completed_at: Vec<Option<DateTime<Utc>>>,
+    completed_op: Vec<Option<Uuid>>,
+    deleted: Vec<bool>,
+    deleted_at: Vec<Option<DateTime<Utc>>>,
+    deleted_op: Vec<Option<Uuid>>,
+    created_at: Vec<DateTime<Utc>>,
+    updated_at: Vec<DateTime<Utc>>,
+}
+
+impl SaveColumns {
+    fn push(&mut self, id: Uuid, s: &TaskState) {
+        let now = Utc::now();
+        self.id.push(id);
+        self.title.push(s.title.as_ref().map(|r| r.value.clone()));
+        self.title_at.push(s.title.as_ref().map(|r| r.stamp.at));
+        self.title_op.push(s.title.as_ref().map(|r| r.stamp.op_id));
+        self.description
+            .push(s.description.as_ref().and_then(|r| r.value.clone()));
+        self.description_at.push(s.description.as_ref().map(|r| r.stamp.at));
+        self.description_op.push(s.description.as_ref().map(|r| r.stamp.op_id));
+        self.completed.push(s.completed.as_ref().is_some_and(|r| r.value));
+        self.completed_at.push(s.completed.as_ref().map(|r| r.stamp.at));
+        self.completed_op.push(s.completed.as_ref().map(|r| r.stamp.op_id));
+        self.deleted.push(s.is_deleted());
+        self.deleted_at.push(s.deleted.as_ref().map(|r| r.stamp.at));
+        self.deleted_op.push(s.deleted.as_ref().map(|r| r.stamp.op_id));
+        self.created_at.push(s.created_at.unwrap_or(now));
+        self.updated_at.push(s.updated_at().unwrap_or(now));
+    }
+}
+
+/// Removes placeholder rows that no operation ended up writing.
+pub async fn delete_placeholders(
+    tx: &Transaction<'_>,
+    ids: &[Uuid],
+) -> Result<(), tokio_postgres::Error> {
+    if !ids.is_empty() {
+        tx.execute("DELETE FROM tasks WHERE id = ANY($1)", &[&ids])
+            .await?;
+    }
+    Ok(())
+}
+
+/// A decision to record in the operation log.
+#[derive(Debug)]
+pub struct Decision<'a> {
+    pub op: &'a Operation,
+    pub status: OutcomeStatus,
+    pub error: Option<String>,
+}
+
+/// Records decisions; an op id already in the log is left as it is.
+pub async fn record_operations(
+    tx: &Transaction<'_>,
+    decisions: &[Decision<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    let mut op_id = Vec::new();
+    let mut task_id = Vec::new();
+    let mut user_id = Vec::new();
+    let mut kind = Vec::new();
+    let mut fields = Vec::new();
+    let mut stamped_at = Vec::new();
+    let mut received_at = Vec::new();
+    let mut outcome = Vec::new();
+    let mut error = Vec::new();
+    for d in decisions {
+        op_id.push(d.op.op_id);
+        task_id.push(d.op.task_id);
+        user_id.push(d.op.user_id.as_str());
+        kind.push(d.op.kind.as_str());
+        fields.push(serde_json::to_value(&d.op.fields).unwrap_or_default());
+        stamped_at.push(d.op.stamped_at);
+        received_at.push(d.op.received_at);
+        outcome.push(d.status.as_str());
+        error.push(d.error.as_deref());
+    }
+    tx.execute(
+        "INSERT INTO operations \
+           (op_id, task_id, user_id, kind, fields, client_ts, received_at, outcome, last_error) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], \
+                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[]) \
+         ON CONFLICT (op_id) DO NOTHING",
+        &[
+            &op_id,
+            &task_id,
+            &user_id,
+            &kind,
+            &fields,
+            &stamped_at,
+            &received_at,
+            &outcome,
+            &error,
+        ],
+    )
+    .await?;
+    Ok(())
+}
