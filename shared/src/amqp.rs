@@ -70,8 +70,17 @@ mod tests {
 
     #[test]
     fn a_heartbeat_is_added_unless_set() {
-        assert_eq!(with_default_heartbeat("amqp://h/%2f"), "amqp://h/%2f?heartbeat=10");
-        assert_eq!(with_default_heartbeat("amqp://h/%2f?x=1"), "amqp://h/%2f?x=1&heartbeat=10");
-        assert_eq!(with_default_heartbeat("amqp://h?heartbeat=3"), "amqp://h?heartbeat=3");
+        assert_eq!(
+            with_default_heartbeat("amqp://h/%2f"),
+            "amqp://h/%2f?heartbeat=10"
+        );
+        assert_eq!(
+            with_default_heartbeat("amqp://h/%2f?x=1"),
+            "amqp://h/%2f?x=1&heartbeat=10"
+        );
+        assert_eq!(
+            with_default_heartbeat("amqp://h?heartbeat=3"),
+            "amqp://h?heartbeat=3"
+        );
     }
 }

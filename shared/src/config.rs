@@ -97,7 +97,9 @@ impl Settings {
                 Some(v) => parse_delays(&v)?,
                 None => d.retry_delays,
             },
-            write_wait: parse(&get, "WRITE_WAIT_MS")?.map(millis).unwrap_or(d.write_wait),
+            write_wait: parse(&get, "WRITE_WAIT_MS")?
+                .map(millis)
+                .unwrap_or(d.write_wait),
             publish_timeout: parse(&get, "PUBLISH_TIMEOUT_MS")?
                 .map(millis)
                 .unwrap_or(d.publish_timeout),
@@ -110,7 +112,10 @@ impl Settings {
     }
 }
 
-fn parse<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<T>, ConfigError>
+fn parse<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
 where
     T: FromStr,
     T::Err: fmt::Display,
@@ -126,7 +131,10 @@ where
         .transpose()
 }
 
-fn positive<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<T>, ConfigError>
+fn positive<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<T>, ConfigError>
 where
     T: FromStr + Default + PartialEq,
     T::Err: fmt::Display,
@@ -219,8 +227,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -229,7 +239,10 @@ mod tests {
         let s = from(&[]).unwrap();
         assert_eq!(s.port, 3000);
         assert_eq!(s.amqp_prefix, "tasksync");
-        assert_eq!(s.database_url, "postgres://postgres@127.0.0.1:5432/tasksync");
+        assert_eq!(
+            s.database_url,
+            "postgres://postgres@127.0.0.1:5432/tasksync"
+        );
         assert_eq!(s.retry_delays, [1, 5, 25].map(Duration::from_secs).to_vec());
     }
 
@@ -246,7 +259,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.port, 8080);
         assert_eq!(s.amqp_prefix, "t1");
-        assert_eq!(s.retry_delays, [10, 20, 30].map(Duration::from_millis).to_vec());
+        assert_eq!(
+            s.retry_delays,
+            [10, 20, 30].map(Duration::from_millis).to_vec()
+        );
         assert_eq!(s.write_wait, Duration::from_millis(50));
         assert_eq!(s.queue_type, QueueType::Classic);
         assert_eq!(s.log_format, LogFormat::Json);
@@ -257,8 +273,17 @@ mod tests {
         let e = from(&[("PORT", "eighty")]).unwrap_err();
         assert_eq!(e.name, "PORT");
         assert!(e.to_string().contains("PORT=\"eighty\""), "{e}");
-        assert_eq!(from(&[("RETRY_DELAYS_MS", "1,2")]).unwrap_err().name, "RETRY_DELAYS_MS");
-        assert_eq!(from(&[("AMQP_PREFIX", "a b")]).unwrap_err().name, "AMQP_PREFIX");
-        assert_eq!(from(&[("WORKER_BATCH_SIZE", "0")]).unwrap_err().name, "WORKER_BATCH_SIZE");
+        assert_eq!(
+            from(&[("RETRY_DELAYS_MS", "1,2")]).unwrap_err().name,
+            "RETRY_DELAYS_MS"
+        );
+        assert_eq!(
+            from(&[("AMQP_PREFIX", "a b")]).unwrap_err().name,
+            "AMQP_PREFIX"
+        );
+        assert_eq!(
+            from(&[("WORKER_BATCH_SIZE", "0")]).unwrap_err().name,
+            "WORKER_BATCH_SIZE"
+        );
     }
 }

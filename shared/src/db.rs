@@ -73,7 +73,10 @@ pub async fn ensure_database(url: &str) -> Result<(), DbSetupError> {
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
         Err(e) => return Err(e.into()),
     }
-    let name = config.get_dbname().ok_or(DbSetupError::NoDatabaseName)?.to_string();
+    let name = config
+        .get_dbname()
+        .ok_or(DbSetupError::NoDatabaseName)?
+        .to_string();
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
     let client = connect(&maintenance).await?;

@@ -181,7 +181,10 @@ mod tests {
 
     fn apply_all(ops: &[Operation]) -> (TaskState, Vec<Merged>) {
         let mut state = TaskState::default();
-        let merged = ops.iter().map(|o| state.apply(&Write::from_operation(o))).collect();
+        let merged = ops
+            .iter()
+            .map(|o| state.apply(&Write::from_operation(o)))
+            .collect();
         (state, merged)
     }
 
@@ -189,17 +192,25 @@ mod tests {
     fn edits_of_different_fields_both_survive() {
         let create = op(1, OpKind::Create, 0, title("a"));
         let phone = op(2, OpKind::Update, 10, title("from phone"));
-        let laptop = op(3, OpKind::Update, 5, OperationFields {
-            completed: Some(true),
-            ..Default::default()
-        });
+        let laptop = op(
+            3,
+            OpKind::Update,
+            5,
+            OperationFields {
+                completed: Some(true),
+                ..Default::default()
+            },
+        );
         for order in [[&create, &phone, &laptop], [&laptop, &phone, &create]] {
             let ops: Vec<_> = order.into_iter().cloned().collect();
             let (state, merged) = apply_all(&ops);
             assert_eq!(state.title.as_ref().unwrap().value, "from phone");
             assert!(state.completed.as_ref().unwrap().value);
             // Both edits hold, whichever arrives first.
-            let edits = ops.iter().zip(&merged).filter(|(o, _)| o.kind == OpKind::Update);
+            let edits = ops
+                .iter()
+                .zip(&merged)
+                .filter(|(o, _)| o.kind == OpKind::Update);
             assert!(edits.clone().count() == 2 && edits.into_iter().all(|(_, m)| m.won_all));
             assert_eq!(state.updated_at(), Some(at(10)));
             assert_eq!(state.created_at, Some(at(0)));
@@ -222,8 +233,14 @@ mod tests {
     #[test]
     fn ties_go_to_the_greater_op_id() {
         for ops in [
-            [op(7, OpKind::Update, 5, title("seven")), op(9, OpKind::Update, 5, title("nine"))],
-            [op(9, OpKind::Update, 5, title("nine")), op(7, OpKind::Update, 5, title("seven"))],
+            [
+                op(7, OpKind::Update, 5, title("seven")),
+                op(9, OpKind::Update, 5, title("nine")),
+            ],
+            [
+                op(9, OpKind::Update, 5, title("nine")),
+                op(7, OpKind::Update, 5, title("seven")),
+            ],
         ] {
             assert_eq!(apply_all(&ops).0.title.unwrap().value, "nine");
         }
@@ -236,14 +253,22 @@ mod tests {
         let earlier = op(3, OpKind::Update, 5, title("earlier"));
         let (state, merged) = apply_all(&[create.clone(), delete.clone(), earlier]);
         assert!(state.is_deleted());
-        assert!(!merged[2].won_all, "the earlier edit loses the deleted flag");
+        assert!(
+            !merged[2].won_all,
+            "the earlier edit loses the deleted flag"
+        );
         // Its title still merged, and shows if a later edit brings the task back.
         assert_eq!(state.title.as_ref().unwrap().value, "earlier");
 
-        let later = op(4, OpKind::Update, 20, OperationFields {
-            completed: Some(true),
-            ..Default::default()
-        });
+        let later = op(
+            4,
+            OpKind::Update,
+            20,
+            OperationFields {
+                completed: Some(true),
+                ..Default::default()
+            },
+        );
         let (state, merged) = apply_all(&[create, delete, later]);
         assert!(!state.is_deleted());
         assert!(merged[2].won_all);
@@ -278,7 +303,9 @@ mod tests {
             .map(|(i, (kind, secs, t, d, c))| {
                 let kind = [OpKind::Create, OpKind::Update, OpKind::Delete][*kind as usize];
                 let fields = OperationFields {
-                    title: t.map(|t| format!("t{t}")).or((kind == OpKind::Create).then(|| "c".into())),
+                    title: t
+                        .map(|t| format!("t{t}"))
+                        .or((kind == OpKind::Create).then(|| "c".into())),
                     description: d.map(|d| d.map(|d| format!("d{d}"))),
                     completed: *c,
                 };

@@ -201,8 +201,17 @@ mod tests {
         let mut value = serde_json::to_value(OperationMessageOut { v: 1, op: &op() }).unwrap();
         value["v"] = 7.into();
         let body = serde_json::to_vec(&value).unwrap();
-        assert!(matches!(Operation::decode(&body), Err(DecodeError::UnknownVersion(7))));
-        assert!(matches!(Operation::decode(b"not json"), Err(DecodeError::Malformed(_))));
-        assert!(matches!(Operation::decode(b"{\"v\":1}"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Operation::decode(&body),
+            Err(DecodeError::UnknownVersion(7))
+        ));
+        assert!(matches!(
+            Operation::decode(b"not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Operation::decode(b"{\"v\":1}"),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 }

@@ -23,3 +23,9 @@ pub async fn shutdown_signal() {
         () = terminate => tracing::info!("received SIGTERM, shutting down"),
     }
 }
+
+/// Resolves once `stop` holds `true` (or its sender is gone). Unlike a bare `wait_for`, it
+/// holds no borrow of the value across an await, so the futures that use it stay `Send`.
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

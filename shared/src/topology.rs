@@ -116,13 +116,23 @@ impl Topology {
             .queue_declare(self.work_queue().into(), queue, work_args)
             .await?;
         channel
-            .queue_declare(self.parking_queue().into(), queue, self.durable_queue_args())
+            .queue_declare(
+                self.parking_queue().into(),
+                queue,
+                self.durable_queue_args(),
+            )
             .await?;
 
         let bind = |q: String, x: String, key: &str| {
             let (q, x, key): (ShortString, ShortString, ShortString) =
                 (q.into(), x.into(), key.into());
-            channel.queue_bind(q, x, key, QueueBindOptions::default(), FieldTable::default())
+            channel.queue_bind(
+                q,
+                x,
+                key,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
         };
         bind(self.work_queue(), self.ops_exchange(), "op.#").await?;
         bind(self.parking_queue(), self.dead_exchange(), "").await?;

@@ -49,9 +49,7 @@ pub fn normalize(kind: OpKind, mut fields: OperationFields) -> Result<OperationF
         }
     }
     match kind {
-        OpKind::Create if fields.title.is_none() => {
-            Err(FieldError::new("title", "is required"))
-        }
+        OpKind::Create if fields.title.is_none() => Err(FieldError::new("title", "is required")),
         OpKind::Update
             if fields.title.is_none()
                 && fields.description.is_none()
@@ -81,14 +79,27 @@ mod tests {
     fn titles_are_trimmed_and_must_not_be_blank_or_too_long() {
         let ok = normalize(OpKind::Create, fields(Some("  dance "))).unwrap();
         assert_eq!(ok.title.as_deref(), Some("dance"));
-        assert_eq!(normalize(OpKind::Create, fields(Some(" \t"))).unwrap_err().field, "title");
+        assert_eq!(
+            normalize(OpKind::Create, fields(Some(" \t")))
+                .unwrap_err()
+                .field,
+            "title"
+        );
         let long = "x".repeat(MAX_TITLE_CHARS + 1);
-        assert_eq!(normalize(OpKind::Update, fields(Some(&long))).unwrap_err().field, "title");
+        assert_eq!(
+            normalize(OpKind::Update, fields(Some(&long)))
+                .unwrap_err()
+                .field,
+            "title"
+        );
     }
 
     #[test]
     fn a_create_needs_a_title_and_an_update_needs_a_field() {
-        assert_eq!(normalize(OpKind::Create, fields(None)).unwrap_err().field, "title");
+        assert_eq!(
+            normalize(OpKind::Create, fields(None)).unwrap_err().field,
+            "title"
+        );
         assert!(normalize(OpKind::Update, fields(None)).is_err());
         assert!(normalize(OpKind::Delete, fields(None)).is_ok());
         let clear = OperationFields {
@@ -105,6 +116,9 @@ mod tests {
             description: Some(Some("d".repeat(MAX_DESCRIPTION_CHARS + 1))),
             completed: None,
         };
-        assert_eq!(normalize(OpKind::Create, f).unwrap_err().field, "description");
+        assert_eq!(
+            normalize(OpKind::Create, f).unwrap_err().field,
+            "description"
+        );
     }
 }

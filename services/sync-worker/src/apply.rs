@@ -29,7 +29,9 @@ pub enum ApplyError {
 
 impl From<tokio_postgres::Error> for ApplyError {
     fn from(e: tokio_postgres::Error) -> Self {
-        let message = e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_string());
+        let message = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |db| db.message().to_string());
         if is_transient(&e) {
             Self::Unavailable(message)
         } else {
@@ -132,7 +134,11 @@ pub async fn apply_batch(pool: &Pool, ops: &[Operation]) -> Result<Vec<OutcomeRe
         .into_iter()
         .map(|(id, d)| (id, (d.status, d.error)))
         .collect();
-    outcome.extend(decisions.into_iter().map(|d| (d.op.op_id, (d.status, d.error))));
+    outcome.extend(
+        decisions
+            .into_iter()
+            .map(|d| (d.op.op_id, (d.status, d.error))),
+    );
 
     Ok(ops
         .iter()

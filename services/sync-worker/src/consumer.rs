@@ -19,6 +19,7 @@ use tasksync_shared::{
     Operation, OutcomeReport, Settings, amqp,
     amqp::Backoff,
     operation::{ReplyBatch, SCHEMA_VERSION},
+    shutdown::stopped,
     topology::Topology,
 };
 use tokio::sync::watch;
@@ -45,7 +46,7 @@ pub async fn consume(settings: &Settings, pool: &Pool, mut stop: watch::Receiver
                 tracing::warn!(error = %format!("{error:#}"), ?delay, "broker session ended; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    () = stopped(&mut stop) => return,
                 }
             }
         }
@@ -101,7 +102,7 @@ async fn consume_batches(
     loop {
         let first = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return Ok(SessionEnd::Stopped),
+            () = stopped(stop) => return Ok(SessionEnd::Stopped),
             next = consumer.next() => next,
         };
         let mut batch = vec![next_delivery(first)?];
@@ -162,11 +163,15 @@ async fn process(
                 tracing::warn!(%error, ?delay, held = ops.len(), "database unavailable; pausing");
                 let stopped = tokio::select! {
                     () = tokio::time::sleep(delay) => false,
-                    _ = stop.wait_for(|s| *s) => true,
+                    () = stopped(stop) => true,
                 };
                 if stopped {
                     for d in &deliveries {
-                        settle(d.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;
+                        settle(d.acker.nack(BasicNackOptions {
+                            requeue: true,
+                            multiple: false,
+                        }))
+                        .await?;
                     }
                     return Ok(true);
                 }
@@ -177,7 +182,12 @@ async fn process(
             }
             Err(ApplyError::Rejected(error)) => {
                 tracing::error!(%error, op_id = %ops[0].op_id, "operation cannot be written; parking it");
-                settle(deliveries[0].acker.reject(BasicRejectOptions { requeue: false })).await?;
+                settle(
+                    deliveries[0]
+                        .acker
+                        .reject(BasicRejectOptions { requeue: false }),
+                )
+                .await?;
                 return Ok(false);
             }
         }
@@ -222,7 +232,7 @@ async fn process_decoded(
                 tracing::warn!(%error, ?delay, "database unavailable; pausing");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    _ = stop.wait_for(|s| *s) => {
+                    () = stopped(stop) => {
                         settle(delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;
                         return Ok(true);
                     }
@@ -250,7 +260,10 @@ async fn finish(
     let mut by_reply_to: HashMap<&str, Vec<OutcomeReport>> = HashMap::new();
     for (delivery, report) in deliveries.iter().zip(reports) {
         if let Some(reply_to) = delivery.properties.reply_to() {
-            by_reply_to.entry(reply_to.as_str()).or_default().push(report);
+            by_reply_to
+                .entry(reply_to.as_str())
+                .or_default()
+                .push(report);
         }
     }
     for (reply_to, outcomes) in by_reply_to {
@@ -271,9 +284,7 @@ async fn finish(
     Ok(())
 }
 
-async fn settle(
-    action: impl Future<Output = lapin::Result<bool>>,
-) -> anyhow::Result<()> {
+async fn settle(action: impl Future<Output = lapin::Result<bool>>) -> anyhow::Result<()> {
     tokio::time::timeout(AMQP_TIMEOUT, action).await??;
     Ok(())
 }

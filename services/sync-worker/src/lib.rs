@@ -15,12 +15,15 @@ pub mod storage;
 
 use std::future::Future;
 
-use tasksync_shared::{Settings, amqp::Backoff, db};
+use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
 use tokio::sync::watch;
 
 /// Prepares the database (creating it and migrating, retrying until it answers) and consumes
 /// until `shutdown` resolves. The batch in flight when it does is finished or handed back.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let work = async {
         let mut backoff = Backoff::new();
@@ -33,7 +36,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) 
                     let mut stop = stop.clone();
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        () = stopped(&mut stop) => return Ok(()),
                     }
                 }
             }

@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use tasksync_shared::{
-    OutcomeStatus, Task,
+    Operation, OutcomeStatus, Task,
     merge::{Register, Stamp, TaskState},
     model::TASK_COLUMNS,
-    Operation,
 };
 use uuid::Uuid;
 
@@ -214,14 +213,20 @@ impl SaveColumns {
         self.title_op.push(s.title.as_ref().map(|r| r.stamp.op_id));
         self.description
             .push(s.description.as_ref().and_then(|r| r.value.clone()));
-        self.description_at.push(s.description.as_ref().map(|r| r.stamp.at));
-        self.description_op.push(s.description.as_ref().map(|r| r.stamp.op_id));
-        self.completed.push(s.completed.as_ref().is_some_and(|r| r.value));
-        self.completed_at.push(s.completed.as_ref().map(|r| r.stamp.at));
-        self.completed_op.push(s.completed.as_ref().map(|r| r.stamp.op_id));
+        self.description_at
+            .push(s.description.as_ref().map(|r| r.stamp.at));
+        self.description_op
+            .push(s.description.as_ref().map(|r| r.stamp.op_id));
+        self.completed
+            .push(s.completed.as_ref().is_some_and(|r| r.value));
+        self.completed_at
+            .push(s.completed.as_ref().map(|r| r.stamp.at));
+        self.completed_op
+            .push(s.completed.as_ref().map(|r| r.stamp.op_id));
         self.deleted.push(s.is_deleted());
         self.deleted_at.push(s.deleted.as_ref().map(|r| r.stamp.at));
-        self.deleted_op.push(s.deleted.as_ref().map(|r| r.stamp.op_id));
+        self.deleted_op
+            .push(s.deleted.as_ref().map(|r| r.stamp.op_id));
         self.created_at.push(s.created_at.unwrap_or(now));
         self.updated_at.push(s.updated_at().unwrap_or(now));
     }

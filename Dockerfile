@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+#
+# Image with both Task Sync binaries, `api` and `sync-worker`; docker-compose.yml picks one with
+# `command:`. Dependencies are compiled in their own layer (cargo-chef), so editing the
+# workspace's sources only rebuilds the workspace crates.
+
+ARG CHEF_IMAGE=lukemathwalker/cargo-chef:latest-rust-1-slim-bookworm
+
+# --- planner: reduce the workspace to a recipe of its manifests and lockfile -------------------
+FROM ${CHEF_IMAGE} AS chef
+WORKDIR /app
+
+FROM chef AS planner
+# The whole context (filtered by .dockerignore): the workspace manifest names every member,
+# the tests crate included, and cargo refuses to load it if one is missing.
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+# --- builder: dependencies first (cached while recipe.json is unchanged), then the binaries ---
+FROM chef AS builder
+COPY --from=planner /app/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json -p api -p sync-worker
+COPY . .
+RUN cargo build --release --locked -p api -p sync-worker \
+    && mkdir -p /out \
+    && cp target/release/api target/release/sync-worker /out/
+
+# --- runtime: just the binaries, CA certificates and an unprivileged user ----------------------
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 tasksync \
+    && useradd --system --uid 10001 --gid tasksync --no-create-home --shell /usr/sbin/nologin tasksync
+COPY --from=builder /out/api /out/sync-worker /usr/local/bin/
+USER 10001:10001
+ENV RUST_LOG=info \
+    HOST=0.0.0.0 \
+    PORT=3000
+EXPOSE 3000
+# No HEALTHCHECK here: the image runs either binary, and each probes itself (`api healthcheck`,
+# `sync-worker healthcheck`, no curl or shell needed); docker-compose.yml sets one per service.
+CMD ["api"]

@@ -1,0 +1,168 @@
+//! The api's one error type, and the middleware that renders every error response — ours and
+//! axum's own (unknown route, wrong method) — as the SPEC §3 body
+//! `{"error", "timestamp", "path"}`.
+//!
+//! | variant | status |
+//! |---|---|
+//! | `BadRequest` | 400, message names the field |
+//! | `NotFound` | 404 |
+//! | `Conflict` | 409 |
+//! | `PayloadTooLarge` | 413 |
+//! | `UnsupportedMediaType` | 415 |
+//! | `Unavailable` | 503 with `Retry-After`, names the dependency |
+//! | `Internal` | 500, logged with its cause chain; the body says nothing more |
+
+use axum::{
+    Json,
+    body::Body,
+    extract::Request,
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use chrono::{SecondsFormat, Utc};
+use tasksync_shared::{db, validate::FieldError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The message of an error response, carried to [`render_errors`] in the response extensions.
+#[derive(Clone, Debug)]
+struct ErrorMessage(String);
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn task_not_found() -> Self {
+        Self::NotFound("task not found".into())
+    }
+
+    pub fn database_unavailable() -> Self {
+        Self::Unavailable("database unavailable".into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(error) = &self {
+            tracing::error!(error = %format!("{error:#}"), "internal error");
+        }
+        let mut response = self.status().into_response();
+        if matches!(self, Self::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+            .extensions_mut()
+            .insert(ErrorMessage(self.to_string()));
+        response
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+            Self::Unavailable("database schema not ready: the sync-worker creates it".into())
+        } else if db::is_transient(&e) {
+            Self::database_unavailable()
+        } else {
+            Self::Internal(e.into())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            e if db::pool_error_is_transient(&e) => Self::database_unavailable(),
+            e => Self::Internal(e.into()),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    timestamp: String,
+    path: &'a str,
+}
+
+/// Gives every error response the JSON error body, with the request path.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let message = match response.extensions().get::<ErrorMessage>() {
+        Some(ErrorMessage(message)) => message.clone(),
+        // A handler that wrote its own JSON error body (readiness) keeps it.
+        None if is_json(&response) => return response,
+        None => default_message(status),
+    };
+    let (mut parts, _) = response.into_parts();
+    let body = ErrorBody {
+        error: &message,
+        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        path: &path,
+    };
+    let rendered = Json(body).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::new(rendered.into_body()))
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+fn default_message(status: StatusCode) -> String {
+    match status {
+        StatusCode::NOT_FOUND => "no such route".into(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".into(),
+        other => other
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+    }
+}

@@ -1,0 +1,96 @@
+//! The Task Sync api: an axum service that validates task operations, publishes each one to
+//! RabbitMQ with publisher confirms, waits briefly for the sync-worker's outcome, and reads
+//! tasks from Postgres. It never writes a task row itself.
+//!
+//! Layout:
+//! - [`Application`]: builds the service from [`Settings`], exposes its bound port, runs until
+//!   a shutdown future resolves (tests start it exactly as `main` does);
+//! - [`routes`]: one file per concern (tasks, status, health);
+//! - [`broker`]: publishing with confirms and receiving outcomes;
+//! - [`storage`]: all SQL (reads only);
+//! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
+//!   rejections use it.
+
+pub mod broker;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+pub mod storage;
+
+use std::{future::Future, sync::Arc};
+
+use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{broker::Broker, state::AppState};
+
+/// A built, bound, not yet serving api.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    port: u16,
+}
+
+impl Application {
+    /// Binds `HOST:PORT` (port 0 picks a free one) and prepares the pools. Connections to
+    /// Postgres and RabbitMQ are made in the background, so the api starts whatever is down.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
+        let port = listener.local_addr()?.port();
+        let db = db::pool(&settings.database_url, settings.db_pool_size)?;
+        let broker = Broker::new(&settings);
+        Ok(Self {
+            listener,
+            state: AppState {
+                settings: Arc::new(settings),
+                db,
+                broker,
+            },
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight
+    /// (they may still be waiting for outcomes), and closes the broker connection.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop) = watch::channel(false);
+        let broker: JoinHandle<()> = tokio::spawn(self.state.broker.clone().maintain(stop.clone()));
+        tokio::spawn(wait_for_schema(self.state.db.clone(), stop));
+        tracing::info!(port = self.port, "api listening");
+        let app = routes::router(self.state);
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = broker.await;
+        served?;
+        tracing::info!("api stopped");
+        Ok(())
+    }
+}
+
+/// Logs until the worker has created the schema; reads answer 503 until then.
+async fn wait_for_schema(pool: deadpool_postgres::Pool, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new();
+    while !db::schema_ready(&pool).await {
+        let delay = backoff.next_delay();
+        tracing::info!(
+            ?delay,
+            "waiting for the database schema (the sync-worker creates it)"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
+    tracing::info!("database schema ready");
+}

@@ -1,0 +1,59 @@
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tasksync_shared::{Settings, shutdown::shutdown_signal, telemetry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The Task Sync HTTP api. Configured by environment variables (see .env.example).
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the api (the default).
+    Serve,
+    /// Exit 0 when the api on $PORT answers its health check (for container health checks).
+    Healthcheck,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            telemetry::init(settings.log_format);
+            api::Application::build(settings)
+                .await?
+                .run_until_stopped(shutdown_signal())
+                .await
+        }
+        Command::Healthcheck => healthcheck(settings.port).await,
+    }
+}
+
+/// A plain HTTP/1.0 GET of /api/health on the loopback, so the runtime image needs no curl.
+async fn healthcheck(port: u16) -> anyhow::Result<()> {
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(b"GET /api/health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::ensure!(
+            response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200"),
+            "unhealthy: {}",
+            String::from_utf8_lossy(&response)
+                .lines()
+                .next()
+                .unwrap_or_default()
+        );
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), check).await?
+}

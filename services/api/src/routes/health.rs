@@ -1,0 +1,55 @@
+//! `GET /api/health` (liveness) and `GET /api/ready` (both dependencies answer).
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, Uri},
+    response::IntoResponse,
+};
+use chrono::Utc;
+use serde_json::json;
+
+use crate::{state::AppState, storage};
+
+pub async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok", "timestamp": Utc::now() }))
+}
+
+pub async fn ready(State(state): State<AppState>, uri: Uri) -> impl IntoResponse {
+    let database = tokio::time::timeout(Duration::from_secs(3), storage::database_ready(&state.db))
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+    let broker = if state.broker.is_connected() {
+        Ok(())
+    } else {
+        Err("not connected".to_string())
+    };
+    let ready = database.is_ok() && broker.is_ok();
+    let describe = |r: &Result<(), String>| match r {
+        Ok(()) => json!({ "status": "up" }),
+        Err(e) => json!({ "status": "down", "error": e }),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "timestamp": Utc::now(),
+        "checks": { "postgres": describe(&database), "rabbitmq": describe(&broker) },
+    });
+    if !ready {
+        // The SPEC §3 error fields, besides the checks.
+        let down: Vec<String> = [("postgres", &database), ("rabbitmq", &broker)]
+            .into_iter()
+            .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
+            .collect();
+        body["error"] = json!(format!("not ready: {}", down.join("; ")));
+        body["path"] = json!(uri.path());
+    }
+    // Not an ApiError: the body says which dependency is down, which is the point.
+    (status, [(axum::http::header::RETRY_AFTER, "1")], Json(body))
+}

@@ -1,0 +1,34 @@
+//! The HTTP routes, one file per concern.
+
+pub mod health;
+pub mod status;
+pub mod tasks;
+
+use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
+use tower_http::trace::TraceLayer;
+
+use crate::{
+    error::{ApiError, render_errors},
+    state::AppState,
+};
+
+/// The whole api under `/api`.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit;
+    let api = Router::new()
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route(
+            "/tasks/{id}",
+            get(tasks::get_one).put(tasks::update).delete(tasks::delete),
+        )
+        .route("/status", get(status::status))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready));
+    Router::new()
+        .nest("/api", api)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(render_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,250 @@
+//! Task CRUD. Reads come from Postgres; every write becomes one operation published to the
+//! broker, and the answer waits up to `WRITE_WAIT_MS` for the worker's outcome:
+//! 201/200/204 once applied, 202 with the task as accepted (`sync_status: "pending"`) if not
+//! applied in time, or at once with `Prefer: respond-async`.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use serde::Deserialize;
+use tasksync_shared::{
+    OpKind, Operation, OperationFields, OutcomeReport, OutcomeStatus, SyncStatus, Task,
+    model::to_db_precision, operation::present, validate,
+};
+use uuid::Uuid;
+
+use crate::{
+    broker::{PublishError, Submitted},
+    error::ApiError,
+    extract::{ApiJson, ApiQuery, CurrentUser, TaskId},
+    state::AppState,
+    storage,
+};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    include_deleted: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Task>>, ApiError> {
+    Ok(Json(
+        storage::list_tasks(&state.db, &user, query.include_deleted).await?,
+    ))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    TaskId(id): TaskId,
+) -> Result<Json<Task>, ApiError> {
+    match storage::find_task(&state.db, &user, id).await? {
+        Some(task) if !task.is_deleted => Ok(Json(task)),
+        _ => Err(ApiError::task_not_found()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateTask {
+    id: Option<Uuid>,
+    title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    completed: Option<bool>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateTask>,
+) -> Result<Response, ApiError> {
+    let fields = validate::normalize(
+        OpKind::Create,
+        OperationFields {
+            title: body.title,
+            description: body.description,
+            completed: body.completed,
+        },
+    )?;
+    let id = match body.id {
+        Some(id) => {
+            match storage::find_task(&state.db, &user, id).await {
+                Ok(Some(_)) => {
+                    return Err(ApiError::Conflict(format!(
+                        "a task with id {id} already exists"
+                    )));
+                }
+                Ok(None) => {}
+                // Writes do not need the database: the worker decides; the check is a courtesy.
+                Err(ApiError::Unavailable(_)) => {}
+                Err(e) => return Err(e),
+            }
+            id
+        }
+        None => Uuid::new_v4(),
+    };
+    let op = operation(&user, id, OpKind::Create, fields);
+    let pending = pending_view(None, &op);
+    submit(&state, &headers, op, pending).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateTask {
+    title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    completed: Option<bool>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    TaskId(id): TaskId,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateTask>,
+) -> Result<Response, ApiError> {
+    let fields = validate::normalize(
+        OpKind::Update,
+        OperationFields {
+            title: body.title,
+            description: body.description,
+            completed: body.completed,
+        },
+    )?;
+    let current = existing(&state, &user, id).await?;
+    let op = operation(&user, id, OpKind::Update, fields);
+    let pending = pending_view(Some(current), &op);
+    submit(&state, &headers, op, pending).await
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    TaskId(id): TaskId,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let current = existing(&state, &user, id).await?;
+    let op = operation(&user, id, OpKind::Delete, OperationFields::default());
+    let pending = pending_view(Some(current), &op);
+    submit(&state, &headers, op, pending).await
+}
+
+/// The caller's task, if it exists and is not deleted.
+async fn existing(state: &AppState, user: &str, id: Uuid) -> Result<Task, ApiError> {
+    match storage::find_task(&state.db, user, id).await? {
+        Some(task) if !task.is_deleted => Ok(task),
+        _ => Err(ApiError::task_not_found()),
+    }
+}
+
+/// A REST write is stamped with the time the api received it.
+fn operation(user: &str, task_id: Uuid, kind: OpKind, fields: OperationFields) -> Operation {
+    let now = to_db_precision(Utc::now());
+    Operation {
+        op_id: Uuid::new_v4(),
+        task_id,
+        user_id: user.to_string(),
+        kind,
+        fields,
+        stamped_at: now,
+        received_at: now,
+    }
+}
+
+/// The task as it will be once `op` applies, for a 202 answer.
+fn pending_view(current: Option<Task>, op: &Operation) -> Task {
+    let mut task = current.unwrap_or(Task {
+        id: op.task_id,
+        title: String::new(),
+        description: None,
+        completed: false,
+        created_at: op.stamped_at,
+        updated_at: op.stamped_at,
+        is_deleted: false,
+        sync_status: SyncStatus::Pending,
+        server_id: None,
+        last_synced_at: None,
+    });
+    if let Some(title) = &op.fields.title {
+        task.title.clone_from(title);
+    }
+    if let Some(description) = &op.fields.description {
+        task.description.clone_from(description);
+    }
+    if let Some(completed) = op.fields.completed {
+        task.completed = completed;
+    }
+    task.is_deleted = op.kind == OpKind::Delete;
+    task.updated_at = op.stamped_at;
+    task.sync_status = SyncStatus::Pending;
+    task
+}
+
+/// Whether the request asked not to wait (`Prefer: respond-async`, RFC 7240).
+fn respond_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    op: Operation,
+    pending: Task,
+) -> Result<Response, ApiError> {
+    let wait = (!respond_async(headers)).then_some(state.settings.write_wait);
+    let submitted = state.broker.submit(&op, wait).await.map_err(|e| match e {
+        PublishError::Encode(e) => ApiError::Internal(e.into()),
+        other => {
+            tracing::warn!(error = %other, op_id = %op.op_id, "operation not accepted");
+            ApiError::Unavailable(format!("{other}; the operation was not accepted, retry it"))
+        }
+    })?;
+    let location = format!("/api/tasks/{}", op.task_id);
+    let mut response = match submitted {
+        Submitted::Accepted => (StatusCode::ACCEPTED, Json(pending)).into_response(),
+        Submitted::Decided(report) => decided(op.kind, report)?,
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&op.op_id.to_string()) {
+        headers.insert("operation-id", v);
+    }
+    Ok(response)
+}
+
+fn decided(kind: OpKind, report: OutcomeReport) -> Result<Response, ApiError> {
+    match (report.status, report.task) {
+        (OutcomeStatus::Success, Some(task)) => Ok(match kind {
+            OpKind::Create => (StatusCode::CREATED, Json(task)).into_response(),
+            OpKind::Update => (StatusCode::OK, Json(task)).into_response(),
+            OpKind::Delete => StatusCode::NO_CONTENT.into_response(),
+        }),
+        (OutcomeStatus::Conflict, _) => Err(ApiError::Conflict(
+            "a later write to this task won; fetch it and retry".into(),
+        )),
+        (_, _) => {
+            let reason = report.error.unwrap_or_else(|| "rejected".into());
+            Err(match kind {
+                OpKind::Create => ApiError::Conflict(format!("task cannot be created: {reason}")),
+                _ if reason == "task not found" => ApiError::task_not_found(),
+                _ => ApiError::BadRequest(reason),
+            })
+        }
+    }
+}
