@@ -1,1 +1,336 @@
-//! test support
+//! Test support: [`TestStack`] starts the api and the sync-worker in-process, exactly as their
+//! `main`s do, on port 0 with a fresh database and a fresh topology prefix, against the real
+//! Postgres and RabbitMQ of [`services`]. It exposes a typed client with one method per
+//! endpoint and removes its database, queues and exchanges on drop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod services;
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use lapin::{
+    BasicProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+};
+use reqwest::{Method, header::HeaderMap};
+use serde_json::Value;
+use tasksync_shared::{Settings, config::QueueType, db, topology::Topology};
+use tokio::{sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+/// How long helpers wait for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running process-in-a-task (api or worker) and the switch that stops it.
+#[derive(Debug)]
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("service did not stop in time")
+            .expect("service task panicked")
+            .expect("service returned an error");
+    }
+}
+
+/// An HTTP answer: status, headers and the JSON body (`Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the SPEC §3 error body and returns its message.
+    pub fn error_message(&self, path: &str) -> String {
+        let error = self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {self:?}"));
+        assert_eq!(self.body["path"], path, "{self:?}");
+        let ts = self.body["timestamp"].as_str().expect("timestamp");
+        chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339 timestamp");
+        error.to_string()
+    }
+}
+
+/// One api and one worker on a private database and topology prefix.
+#[derive(Debug)]
+pub struct TestStack {
+    pub settings: Settings,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: Pool,
+    api: Option<Running>,
+    worker: Option<Running>,
+}
+
+impl TestStack {
+    /// Api and worker, with settings suited to tests (short waits, small prefetch).
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestStack::start`], after `configure` adjusted the settings.
+    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let services = services::get().await;
+        let tag = Uuid::new_v4().simple().to_string();
+        let mut settings = Settings {
+            database_url: services.database_url(&format!("tasksync_test_{}", &tag[..16])),
+            amqp_url: services.amqp_url.clone(),
+            host: "127.0.0.1".into(),
+            port: 0,
+            amqp_prefix: format!("test-{}", &tag[..12]),
+            queue_type: QueueType::Quorum,
+            write_wait: Duration::from_secs(5),
+            retry_delays: [50, 100, 150].map(Duration::from_millis).to_vec(),
+            ..Settings::default()
+        };
+        configure(&mut settings);
+        // Migrate before starting anything, so that tests see a ready schema.
+        db::migrate(&settings.database_url).await.expect("migrate test database");
+        let pool = db::pool(&settings.database_url, 4).expect("pool");
+        let mut stack = Self {
+            base: String::new(),
+            http: reqwest::Client::new(),
+            db: pool,
+            api: None,
+            worker: None,
+            settings,
+        };
+        stack.start_worker().await;
+        stack.start_api().await;
+        stack
+    }
+
+    /// Starts the api and waits until it is ready (database and broker).
+    pub async fn start_api(&mut self) {
+        assert!(self.api.is_none(), "api already running");
+        let app = api::Application::build(self.settings.clone()).await.expect("build api");
+        self.base = format!("http://127.0.0.1:{}/api", app.port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        self.api = Some(Running { stop, task });
+        self.eventually("the api is ready", || async {
+            self.get("/ready").await.status == 200
+        })
+        .await;
+    }
+
+    /// Starts a worker and waits until it consumes the work queue.
+    pub async fn start_worker(&mut self) {
+        assert!(self.worker.is_none(), "worker already running");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sync_worker::run(self.settings.clone(), async {
+            let _ = stopped.await;
+        }));
+        self.worker = Some(Running { stop, task });
+        self.eventually("the worker consumes", || async {
+            self.queue_consumers(&self.topology().work_queue()).await > 0
+        })
+        .await;
+    }
+
+    /// Stops the worker gracefully and waits until it has let go of the queue.
+    pub async fn stop_worker(&mut self) {
+        self.worker.take().expect("worker not running").stop().await;
+    }
+
+    /// Stops the api gracefully.
+    pub async fn stop_api(&mut self) {
+        self.api.take().expect("api not running").stop().await;
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.settings.amqp_prefix, self.settings.queue_type)
+    }
+
+    /// Polls `check` until it holds, failing the test after [`PATIENCE`].
+    pub async fn eventually<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + PATIENCE;
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // ---- HTTP client, one method per endpoint -------------------------------------------
+
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("http request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("http body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn create_task(&self, body: Value) -> Reply {
+        self.request(Method::POST, "/tasks", Some(body), &[]).await
+    }
+
+    pub async fn list_tasks(&self) -> Reply {
+        self.get("/tasks").await
+    }
+
+    pub async fn get_task(&self, id: &str) -> Reply {
+        self.get(&format!("/tasks/{id}")).await
+    }
+
+    pub async fn update_task(&self, id: &str, body: Value) -> Reply {
+        self.request(Method::PUT, &format!("/tasks/{id}"), Some(body), &[]).await
+    }
+
+    pub async fn delete_task(&self, id: &str) -> Reply {
+        self.request(Method::DELETE, &format!("/tasks/{id}"), None, &[]).await
+    }
+
+    pub async fn status(&self) -> Reply {
+        self.get("/status").await
+    }
+
+    // ---- Direct looks at the database and the broker -------------------------------------
+
+    /// (sync_status, last_synced_at is set, is_deleted, title) of a stored task.
+    pub async fn stored(&self, id: Uuid) -> Option<(String, bool, bool, Option<String>)> {
+        let client = self.db.get().await.unwrap();
+        client
+            .query_opt(
+                "SELECT sync_status, last_synced_at IS NOT NULL, is_deleted, title FROM tasks WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    }
+
+    /// Rows of the operation log for `task_id`: (op_id, outcome).
+    pub async fn operations_of(&self, task_id: Uuid) -> Vec<(Uuid, String)> {
+        let client = self.db.get().await.unwrap();
+        client
+            .query("SELECT op_id, outcome FROM operations WHERE task_id = $1 ORDER BY decided_at", &[&task_id])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    async fn queue_info(&self, queue: &str) -> Option<(u32, u32)> {
+        let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test").await.ok()?;
+        let channel = connection.create_channel().await.ok()?;
+        let queue = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .ok();
+        let _ = connection.close(200, "done".into()).await;
+        queue.map(|q| (q.message_count(), q.consumer_count()))
+    }
+
+    /// Consumers of a queue (0 when it does not exist).
+    pub async fn queue_consumers(&self, queue: &str) -> u32 {
+        self.queue_info(queue).await.map_or(0, |(_, c)| c)
+    }
+
+    /// Ready messages in a queue (0 when it does not exist).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        self.queue_info(queue).await.map_or(0, |(m, _)| m)
+    }
+
+    /// Publishes raw bodies to the operations exchange with confirms, as a misbehaving or
+    /// duplicating publisher would.
+    pub async fn publish_raw(&self, routing_key: &str, bodies: &[Vec<u8>]) {
+        let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for body in bodies {
+            let confirm = channel
+                .basic_publish(
+                    self.topology().ops_exchange().into(),
+                    routing_key.into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(matches!(confirm, lapin::Confirmation::Ack(None)), "{confirm:?}");
+        }
+        let _ = connection.close(200, "done".into()).await;
+    }
+}
+
+impl Drop for TestStack {
+    /// Stops the services and removes the database, queues and exchanges, also when the test
+    /// failed. Runs on its own thread and runtime, since `Drop` cannot await.
+    fn drop(&mut self) {
+        let api = self.api.take();
+        let worker = self.worker.take();
+        for running in [api, worker].into_iter().flatten() {
+            let _ = running.stop.send(());
+            running.task.abort();
+        }
+        let settings = self.settings.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(cleanup(settings));
+        })
+        .join();
+    }
+}
+
+async fn cleanup(settings: Settings) {
+    let topology = Topology::new(&settings.amqp_prefix, settings.queue_type);
+    if let Ok(connection) = tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-test-cleanup").await {
+        if let Ok(channel) = connection.create_channel().await {
+            for queue in topology.queues() {
+                let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+            }
+            for exchange in topology.exchanges() {
+                let _ = channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await;
+            }
+        }
+        let _ = connection.close(200, "done".into()).await;
+    }
+    services::drop_database(&settings.database_url).await;
+}

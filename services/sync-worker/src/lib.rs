@@ -55,3 +55,36 @@ pub async fn run(
         () = signal => Ok(()),
     }
 }
+
+/// Whether a worker of this stack is at work: the schema exists and the work queue has at least
+/// one consumer. Used as the container health check.
+pub async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    use lapin::{options::QueueDeclareOptions, types::FieldTable};
+    let check = async {
+        let pool = db::pool(&settings.database_url, 1)?;
+        anyhow::ensure!(db::schema_ready(&pool).await, "database schema not ready");
+        let connection =
+            tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-healthcheck").await?;
+        let channel = connection.create_channel().await?;
+        let topology =
+            tasksync_shared::topology::Topology::new(&settings.amqp_prefix, settings.queue_type);
+        let queue = channel
+            .queue_declare(
+                topology.work_queue().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = connection.close(200, "done".into()).await;
+        anyhow::ensure!(
+            queue.consumer_count() > 0,
+            "no consumer on {}",
+            topology.work_queue()
+        );
+        Ok(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), check).await?
+}

@@ -16,6 +16,9 @@ enum Command {
     Run,
     /// Create the database if needed, apply pending migrations, and exit.
     Migrate,
+    /// Exit 0 when the schema exists and the work queue has a consumer (for container health
+    /// checks).
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -26,5 +29,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => sync_worker::run(settings, shutdown_signal()).await,
         Command::Migrate => Ok(db::migrate(&settings.database_url).await?),
+        Command::Healthcheck => sync_worker::healthcheck(&settings).await,
     }
 }
