@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use lapin::{
     BasicProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
     types::FieldTable,
 };
 use reqwest::{Method, header::HeaderMap};
@@ -57,7 +60,9 @@ impl Reply {
 
     /// Asserts the SPEC §3 error body and returns its message.
     pub fn error_message(&self, path: &str) -> String {
-        let error = self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {self:?}"));
+        let error = self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {self:?}"));
         assert_eq!(self.body["path"], path, "{self:?}");
         let ts = self.body["timestamp"].as_str().expect("timestamp");
         chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339 timestamp");
@@ -99,7 +104,9 @@ impl TestStack {
         };
         configure(&mut settings);
         // Migrate before starting anything, so that tests see a ready schema.
-        db::migrate(&settings.database_url).await.expect("migrate test database");
+        db::migrate(&settings.database_url)
+            .await
+            .expect("migrate test database");
         let pool = db::pool(&settings.database_url, 4).expect("pool");
         let mut stack = Self {
             base: String::new(),
@@ -117,7 +124,9 @@ impl TestStack {
     /// Starts the api and waits until it is ready (database and broker).
     pub async fn start_api(&mut self) {
         assert!(self.api.is_none(), "api already running");
-        let app = api::Application::build(self.settings.clone()).await.expect("build api");
+        let app = api::Application::build(self.settings.clone())
+            .await
+            .expect("build api");
         self.base = format!("http://127.0.0.1:{}/api", app.port());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
@@ -173,7 +182,13 @@ impl TestStack {
 
     // ---- HTTP client, one method per endpoint -------------------------------------------
 
-    pub async fn request(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(body) = body {
             request = request.json(&body);
@@ -192,7 +207,11 @@ impl TestStack {
                 panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes))
             })
         };
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -212,11 +231,13 @@ impl TestStack {
     }
 
     pub async fn update_task(&self, id: &str, body: Value) -> Reply {
-        self.request(Method::PUT, &format!("/tasks/{id}"), Some(body), &[]).await
+        self.request(Method::PUT, &format!("/tasks/{id}"), Some(body), &[])
+            .await
     }
 
     pub async fn delete_task(&self, id: &str) -> Reply {
-        self.request(Method::DELETE, &format!("/tasks/{id}"), None, &[]).await
+        self.request(Method::DELETE, &format!("/tasks/{id}"), None, &[])
+            .await
     }
 
     pub async fn status(&self) -> Reply {
@@ -242,7 +263,10 @@ impl TestStack {
     pub async fn operations_of(&self, task_id: Uuid) -> Vec<(Uuid, String)> {
         let client = self.db.get().await.unwrap();
         client
-            .query("SELECT op_id, outcome FROM operations WHERE task_id = $1 ORDER BY decided_at", &[&task_id])
+            .query(
+                "SELECT op_id, outcome FROM operations WHERE task_id = $1 ORDER BY decided_at",
+                &[&task_id],
+            )
             .await
             .unwrap()
             .iter()
@@ -251,12 +275,17 @@ impl TestStack {
     }
 
     async fn queue_info(&self, queue: &str) -> Option<(u32, u32)> {
-        let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test").await.ok()?;
+        let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test")
+            .await
+            .ok()?;
         let channel = connection.create_channel().await.ok()?;
         let queue = channel
             .queue_declare(
                 queue.into(),
-                QueueDeclareOptions { passive: true, ..Default::default() },
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -278,15 +307,23 @@ impl TestStack {
     /// Publishes raw bodies to the operations exchange with confirms, as a misbehaving or
     /// duplicating publisher would.
     pub async fn publish_raw(&self, routing_key: &str, bodies: &[Vec<u8>]) {
-        let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test").await.unwrap();
+        let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test")
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
-        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
         for body in bodies {
             let confirm = channel
                 .basic_publish(
                     self.topology().ops_exchange().into(),
                     routing_key.into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     body,
                     BasicProperties::default().with_delivery_mode(2),
                 )
@@ -294,7 +331,10 @@ impl TestStack {
                 .unwrap()
                 .await
                 .unwrap();
-            assert!(matches!(confirm, lapin::Confirmation::Ack(None)), "{confirm:?}");
+            assert!(
+                matches!(confirm, lapin::Confirmation::Ack(None)),
+                "{confirm:?}"
+            );
         }
         let _ = connection.close(200, "done".into()).await;
     }
@@ -312,7 +352,10 @@ impl Drop for TestStack {
         }
         let settings = self.settings.clone();
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(cleanup(settings));
         })
         .join();
@@ -321,13 +364,19 @@ impl Drop for TestStack {
 
 async fn cleanup(settings: Settings) {
     let topology = Topology::new(&settings.amqp_prefix, settings.queue_type);
-    if let Ok(connection) = tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-test-cleanup").await {
+    if let Ok(connection) =
+        tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-test-cleanup").await
+    {
         if let Ok(channel) = connection.create_channel().await {
             for queue in topology.queues() {
-                let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+                let _ = channel
+                    .queue_delete(queue.into(), QueueDeleteOptions::default())
+                    .await;
             }
             for exchange in topology.exchanges() {
-                let _ = channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await;
+                let _ = channel
+                    .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                    .await;
             }
         }
         let _ = connection.close(200, "done".into()).await;

@@ -100,13 +100,25 @@ mod containers {
     pub async fn start() -> Result<Services, String> {
         let (pg, mq) = RUNNING
             .get_or_try_init(|| async {
-                let pg = Postgres::default().start().await.map_err(|e| e.to_string())?;
-                let mq = RabbitMq::default().start().await.map_err(|e| e.to_string())?;
+                let pg = Postgres::default()
+                    .start()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mq = RabbitMq::default()
+                    .start()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok::<_, String>((pg, mq))
             })
             .await?;
-        let pg_port = pg.get_host_port_ipv4(5432).await.map_err(|e| e.to_string())?;
-        let mq_port = mq.get_host_port_ipv4(5672).await.map_err(|e| e.to_string())?;
+        let pg_port = pg
+            .get_host_port_ipv4(5432)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mq_port = mq
+            .get_host_port_ipv4(5672)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Services {
             postgres_base: format!("postgres://postgres:postgres@127.0.0.1:{pg_port}"),
             amqp_url: format!("amqp://guest:guest@127.0.0.1:{mq_port}/%2f"),
@@ -138,7 +150,10 @@ mod tests {
 
     #[test]
     fn the_database_part_is_stripped() {
-        assert_eq!(strip_database("postgres://u@h:5432/db?x=1"), "postgres://u@h:5432");
+        assert_eq!(
+            strip_database("postgres://u@h:5432/db?x=1"),
+            "postgres://u@h:5432"
+        );
         assert_eq!(strip_database("postgres://u@h:5432"), "postgres://u@h:5432");
     }
 }

@@ -18,7 +18,9 @@ async fn the_seed_examples_work_in_order() {
     let stack = TestStack::start().await;
 
     // 1. POST a new task
-    let created = stack.create_task(json!({"title": "dance", "description": "fun"})).await;
+    let created = stack
+        .create_task(json!({"title": "dance", "description": "fun"}))
+        .await;
     assert_eq!(created.status, 201, "{created:?}");
     let id = id_of(&created.body);
     assert_eq!(created.body["title"], "dance");
@@ -28,7 +30,10 @@ async fn the_seed_examples_work_in_order() {
     assert_eq!(created.body["sync_status"], "synced");
     assert_eq!(created.body["server_id"], id.as_str());
     assert!(created.body["last_synced_at"].is_string());
-    assert_eq!(created.header("location"), Some(format!("/api/tasks/{id}").as_str()));
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/api/tasks/{id}").as_str())
+    );
 
     // 2. GET all
     let list = stack.list_tasks().await;
@@ -43,7 +48,10 @@ async fn the_seed_examples_work_in_order() {
 
     // 4. PUT
     let updated = stack
-        .update_task(&id, json!({"title": "Dance Updated", "description": "Competition updated"}))
+        .update_task(
+            &id,
+            json!({"title": "Dance Updated", "description": "Competition updated"}),
+        )
         .await;
     assert_eq!(updated.status, 200, "{updated:?}");
     assert_eq!(updated.body["title"], "Dance Updated");
@@ -67,7 +75,10 @@ async fn the_seed_examples_work_in_order() {
     assert_eq!(title.as_deref(), Some("Dance Updated"));
     let ops = stack.operations_of(id.parse().unwrap()).await;
     assert_eq!(ops.len(), 3);
-    assert!(ops.iter().all(|(_, outcome)| outcome == "success"), "{ops:?}");
+    assert!(
+        ops.iter().all(|(_, outcome)| outcome == "success"),
+        "{ops:?}"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +103,12 @@ async fn a_client_chosen_id_is_kept_and_a_second_create_with_it_conflicts() {
 #[tokio::test]
 async fn an_update_changes_only_the_fields_it_names() {
     let stack = TestStack::start().await;
-    let id = id_of(&stack.create_task(json!({"title": "t", "description": "d"})).await.body);
+    let id = id_of(
+        &stack
+            .create_task(json!({"title": "t", "description": "d"}))
+            .await
+            .body,
+    );
 
     let done = stack.update_task(&id, json!({"completed": true})).await;
     assert_eq!(done.status, 200);
@@ -122,7 +138,10 @@ async fn prefer_respond_async_answers_202_at_once_and_the_task_syncs_later() {
     assert_eq!(reply.body["server_id"], Value::Null);
     assert_eq!(reply.body["title"], "later");
     let id = id_of(&reply.body);
-    assert_eq!(reply.header("location"), Some(format!("/api/tasks/{id}").as_str()));
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/api/tasks/{id}").as_str())
+    );
     assert!(reply.header("operation-id").is_some());
 
     stack
@@ -178,22 +197,69 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_never_reaches_the_queue() {
 
     let json_cases: Vec<(Method, &str, Value, u16, &str)> = vec![
         (Method::POST, "/tasks", json!({}), 400, "title"),
-        (Method::POST, "/tasks", json!({"title": "   "}), 400, "title"),
+        (
+            Method::POST,
+            "/tasks",
+            json!({"title": "   "}),
+            400,
+            "title",
+        ),
         (Method::POST, "/tasks", json!({"title": 5}), 400, "title"),
-        (Method::POST, "/tasks", json!({"title": long_title}), 400, "title"),
-        (Method::POST, "/tasks", json!({"title": "t", "description": long_description}), 400, "description"),
-        (Method::POST, "/tasks", json!({"title": "t", "completed": "yes"}), 400, "completed"),
-        (Method::POST, "/tasks", json!({"id": "not-a-uuid", "title": "t"}), 400, "id"),
-        (Method::POST, "/tasks", json!(["title"]), 400, "invalid request body"),
-        (Method::PUT, &task_path, json!({}), 400, "title, description, completed"),
+        (
+            Method::POST,
+            "/tasks",
+            json!({"title": long_title}),
+            400,
+            "title",
+        ),
+        (
+            Method::POST,
+            "/tasks",
+            json!({"title": "t", "description": long_description}),
+            400,
+            "description",
+        ),
+        (
+            Method::POST,
+            "/tasks",
+            json!({"title": "t", "completed": "yes"}),
+            400,
+            "completed",
+        ),
+        (
+            Method::POST,
+            "/tasks",
+            json!({"id": "not-a-uuid", "title": "t"}),
+            400,
+            "id",
+        ),
+        (
+            Method::POST,
+            "/tasks",
+            json!(["title"]),
+            400,
+            "invalid request body",
+        ),
+        (
+            Method::PUT,
+            &task_path,
+            json!({}),
+            400,
+            "title, description, completed",
+        ),
         (Method::PUT, &task_path, json!({"title": ""}), 400, "title"),
         (Method::PUT, "/tasks/123", json!({"title": "x"}), 400, "id"),
     ];
     for (method, path, body, status, mention) in json_cases {
-        let reply = stack.request(method.clone(), path, Some(body.clone()), &[]).await;
+        let reply = stack
+            .request(method.clone(), path, Some(body.clone()), &[])
+            .await;
         assert_eq!(reply.status, status, "{method} {path} {body}: {reply:?}");
         let message = reply.error_message(&format!("/api{path}"));
-        assert!(message.contains(mention), "{method} {path} {body}: {message:?} should name {mention:?}");
+        assert!(
+            message.contains(mention),
+            "{method} {path} {body}: {message:?} should name {mention:?}"
+        );
     }
 
     let raw = |body: &'static str, content_type: Option<&'static str>| {
@@ -207,7 +273,9 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_never_reaches_the_queue() {
     assert_eq!(malformed.status(), 400);
     let no_type = raw("{\"title\": \"t\"}", None).await.unwrap();
     assert_eq!(no_type.status(), 415);
-    let wrong_type = raw("title=t", Some("application/x-www-form-urlencoded")).await.unwrap();
+    let wrong_type = raw("title=t", Some("application/x-www-form-urlencoded"))
+        .await
+        .unwrap();
     assert_eq!(wrong_type.status(), 415);
     let body: Value = wrong_type.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("application/json"));
@@ -231,10 +299,17 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_never_reaches_the_queue() {
 
     // Nothing of it was published: only the one good create is in the log, the queue is empty.
     let client = stack.db.get().await.unwrap();
-    let logged: i64 = client.query_one("SELECT count(*) FROM operations", &[]).await.unwrap().get(0);
+    let logged: i64 = client
+        .query_one("SELECT count(*) FROM operations", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(logged, 1);
     assert_eq!(stack.queue_depth(&stack.topology().work_queue()).await, 0);
-    assert_eq!(stack.queue_depth(&stack.topology().parking_queue()).await, 0);
+    assert_eq!(
+        stack.queue_depth(&stack.topology().parking_queue()).await,
+        0
+    );
     assert_eq!(stack.get_task(&id).await.body["title"], "existing");
 }
 
@@ -243,15 +318,27 @@ async fn missing_and_deleted_tasks_are_404_for_every_verb() {
     let stack = TestStack::start().await;
     let absent = Uuid::new_v4().to_string();
     assert_eq!(stack.get_task(&absent).await.status, 404);
-    assert_eq!(stack.update_task(&absent, json!({"title": "x"})).await.status, 404);
+    assert_eq!(
+        stack
+            .update_task(&absent, json!({"title": "x"}))
+            .await
+            .status,
+        404
+    );
     let reply = stack.delete_task(&absent).await;
     assert_eq!(reply.status, 404);
-    assert_eq!(reply.error_message(&format!("/api/tasks/{absent}")), "task not found");
+    assert_eq!(
+        reply.error_message(&format!("/api/tasks/{absent}")),
+        "task not found"
+    );
 
     let id = id_of(&stack.create_task(json!({"title": "gone soon"})).await.body);
     assert_eq!(stack.delete_task(&id).await.status, 204);
     assert_eq!(stack.get_task(&id).await.status, 404);
-    assert_eq!(stack.update_task(&id, json!({"title": "x"})).await.status, 404);
+    assert_eq!(
+        stack.update_task(&id, json!({"title": "x"})).await.status,
+        404
+    );
     assert_eq!(stack.delete_task(&id).await.status, 404, "already deleted");
 
     // Deleted tasks are listed only when asked for.
@@ -301,7 +388,12 @@ async fn without_a_broker_writes_answer_503_and_ready_names_it() {
         let _ = stopped.await;
     }));
 
-    let ready = stack.http.get(format!("{base}/ready")).send().await.unwrap();
+    let ready = stack
+        .http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["rabbitmq"]["status"], "down");
@@ -318,10 +410,18 @@ async fn without_a_broker_writes_answer_503_and_ready_names_it() {
     assert_eq!(write.status(), 503);
     assert_eq!(write.headers()["retry-after"], "1");
     let body: Value = write.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("not accepted"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not accepted"),
+        "{body}"
+    );
 
     // Reads still work: they only need Postgres.
-    let list = stack.http.get(format!("{base}/tasks")).send().await.unwrap();
+    let list = stack
+        .http
+        .get(format!("{base}/tasks"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(list.status(), 200);
 
     stop.send(()).unwrap();

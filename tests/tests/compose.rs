@@ -436,10 +436,16 @@ fn the_api_and_the_worker_reach_postgres_and_rabbitmq_by_service_name() {
     for name in APPS {
         let env = environment(service(&compose, name));
         for (variable, target) in [("DATABASE_URL", "postgres"), ("AMQP_URL", "rabbitmq")] {
-            let url = env.iter().find(|(k, _)| k == variable).map(|(_, v)| v.as_str());
+            let url = env
+                .iter()
+                .find(|(k, _)| k == variable)
+                .map(|(_, v)| v.as_str());
             // Without it the default, 127.0.0.1, would be the service's own container.
             let url = url.unwrap_or_else(|| panic!("`{name}` does not set {variable}"));
-            let host = url.rsplit('@').next().and_then(|rest| rest.split([':', '/']).next());
+            let host = url
+                .rsplit('@')
+                .next()
+                .and_then(|rest| rest.split([':', '/']).next());
             assert_eq!(host, Some(target), "`{name}`: {variable}={url}");
         }
     }
@@ -457,8 +463,14 @@ fn env_example_documents_exactly_the_variables_the_services_read() {
     let read = variables_the_services_read();
     let missing: Vec<&String> = read.difference(&unique).collect();
     let extra: Vec<&String> = unique.difference(&read).collect();
-    assert!(missing.is_empty(), ".env.example does not document {missing:?}");
-    assert!(extra.is_empty(), ".env.example documents {extra:?}, which the services never read");
+    assert!(
+        missing.is_empty(),
+        ".env.example does not document {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        ".env.example documents {extra:?}, which the services never read"
+    );
 }
 
 #[test]
