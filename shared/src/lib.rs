@@ -9,12 +9,14 @@
 //! - [`validate`]: the field rules the api and the worker both apply.
 //! - [`topology`]: exchange and queue names under the configured prefix, and their declaration.
 //! - [`amqp`]: connecting to RabbitMQ with backoff.
+//! - [`failure`]: the headers a failed operation carries through retries and parking.
 //! - [`db`]: the Postgres pool, database creation and the embedded migrations.
 //! - [`telemetry`] and [`shutdown`]: the process plumbing both services share.
 
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod failure;
 pub mod merge;
 pub mod model;
 pub mod operation;

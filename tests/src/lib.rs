@@ -164,7 +164,7 @@ impl TestStack {
     }
 
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.settings.amqp_prefix, self.settings.queue_type)
+        Topology::from_settings(&self.settings)
     }
 
     /// Polls `check` until it holds, failing the test after [`PATIENCE`].
@@ -363,7 +363,7 @@ impl Drop for TestStack {
 }
 
 async fn cleanup(settings: Settings) {
-    let topology = Topology::new(&settings.amqp_prefix, settings.queue_type);
+    let topology = Topology::from_settings(&settings);
     if let Ok(connection) =
         tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-test-cleanup").await
     {

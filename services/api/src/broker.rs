@@ -106,7 +106,7 @@ impl Broker {
         Self {
             inner: Arc::new(Inner {
                 url: settings.amqp_url.clone(),
-                topology: Topology::new(&settings.amqp_prefix, settings.queue_type),
+                topology: Topology::from_settings(settings),
                 publish_timeout: settings.publish_timeout,
                 link: RwLock::new(None),
                 waiters: Mutex::new(HashMap::new()),

@@ -14,7 +14,10 @@ use tasksync_shared::{
 };
 use uuid::Uuid;
 
-use crate::storage::{self, Decision};
+use crate::{
+    faults::{FaultInjector, NoFaults},
+    storage::{self, Decision},
+};
 
 /// Why a batch could not be applied. Nothing of it was written.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +57,28 @@ impl From<deadpool_postgres::PoolError> for ApplyError {
 /// "not found", so that it never reveals that the task exists.
 pub const NOT_FOUND: &str = "task not found";
 
-/// Applies `ops` in one transaction and returns one report per operation, in order.
+/// Applies `ops` (each on its first attempt) in one transaction and returns one report per
+/// operation, in order.
 ///
 /// An operation already in the log (a redelivery, or a client pushing it again) is not applied
 /// again: its report repeats the recorded outcome with the current task.
 pub async fn apply_batch(pool: &Pool, ops: &[Operation]) -> Result<Vec<OutcomeReport>, ApplyError> {
+    apply_attempts(pool, ops, &vec![1; ops.len()], &NoFaults).await
+}
+
+/// [`apply_batch`] for operations on their `attempts[i]`-th attempt (1-based), with `faults`
+/// consulted before each is merged.
+pub async fn apply_attempts(
+    pool: &Pool,
+    ops: &[Operation],
+    attempts: &[u32],
+    faults: &dyn FaultInjector,
+) -> Result<Vec<OutcomeReport>, ApplyError> {
+    let attempt_of: HashMap<Uuid, u32> = ops
+        .iter()
+        .zip(attempts.iter().chain(std::iter::repeat(&1)))
+        .map(|(op, a)| (op.op_id, *a))
+        .collect();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
 
@@ -91,6 +111,10 @@ pub async fn apply_batch(pool: &Pool, ops: &[Operation]) -> Result<Vec<OutcomeRe
         } else {
             match locked.get_mut(&op.task_id) {
                 Some(row) if row.user_id == op.user_id => {
+                    let attempt = attempt_of.get(&op.op_id).copied().unwrap_or(1);
+                    faults
+                        .before_apply(op, attempt)
+                        .map_err(ApplyError::Rejected)?;
                     let merged = row.state.apply(&Write::from_operation(op));
                     written.insert(op.task_id);
                     if merged.changed {
@@ -105,7 +129,13 @@ pub async fn apply_batch(pool: &Pool, ops: &[Operation]) -> Result<Vec<OutcomeRe
                 _ => (OutcomeStatus::Error, Some(NOT_FOUND.to_string())),
             }
         };
-        decisions.push(Decision { op, status, error });
+        let attempts = attempt_of.get(&op.op_id).copied().unwrap_or(1);
+        decisions.push(Decision {
+            op,
+            status,
+            error,
+            attempts,
+        });
     }
 
     let to_save: Vec<(Uuid, &tasksync_shared::merge::TaskState)> = locked
@@ -121,6 +151,8 @@ pub async fn apply_batch(pool: &Pool, ops: &[Operation]) -> Result<Vec<OutcomeRe
         .collect();
     storage::delete_placeholders(&tx, &placeholders).await?;
     storage::record_operations(&tx, &decisions).await?;
+    let decided_now: Vec<Uuid> = decisions.iter().map(|d| d.op.op_id).collect();
+    storage::resolve_failures(&tx, &decided_now).await?;
     tx.commit().await?;
 
     let mut tasks: HashMap<Uuid, Task> = locked

@@ -7,13 +7,20 @@
 //! Layout:
 //! - [`apply`]: the step, one batch in one transaction, no AMQP (tests call it directly);
 //! - [`storage`]: all SQL of the worker;
-//! - [`consumer`]: the loop around the step: connect, consume, ack/reject, reply, reconnect.
+//! - [`consumer`]: the loop around the step: connect, consume, ack, retry or park, reply,
+//!   reconnect;
+//! - [`failures`]: the SQL of failure records and parking;
+//! - [`faults`]: failure injection, reachable only from code (tests).
 
 pub mod apply;
 pub mod consumer;
+pub mod failures;
+pub mod faults;
 pub mod storage;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
+
+use faults::{FaultInjector, NoFaults};
 
 use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
 use tokio::sync::watch;
@@ -23,6 +30,15 @@ use tokio::sync::watch;
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_with_faults(settings, shutdown, Arc::new(NoFaults)).await
+}
+
+/// [`run`] with failures injected by `injector` (tests only; the binary always uses [`run`]).
+pub async fn run_with_faults(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+    injector: Arc<dyn FaultInjector>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let work = async {
@@ -42,7 +58,7 @@ pub async fn run(
             }
         }
         let pool = db::pool(&settings.database_url, settings.db_pool_size)?;
-        consumer::consume(&settings, &pool, stop.clone()).await;
+        consumer::consume(&settings, &pool, injector, stop.clone()).await;
         Ok::<_, anyhow::Error>(())
     };
     let signal = async {
@@ -66,8 +82,7 @@ pub async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
         let connection =
             tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-healthcheck").await?;
         let channel = connection.create_channel().await?;
-        let topology =
-            tasksync_shared::topology::Topology::new(&settings.amqp_prefix, settings.queue_type);
+        let topology = tasksync_shared::topology::Topology::from_settings(settings);
         let queue = channel
             .queue_declare(
                 topology.work_queue().into(),

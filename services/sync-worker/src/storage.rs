@@ -250,6 +250,8 @@ pub struct Decision<'a> {
     pub op: &'a Operation,
     pub status: OutcomeStatus,
     pub error: Option<String>,
+    /// 1 for the first try.
+    pub attempts: u32,
 }
 
 /// Records decisions; an op id already in the log is left as it is.
@@ -269,7 +271,9 @@ pub async fn record_operations(
     let mut received_at = Vec::new();
     let mut outcome = Vec::new();
     let mut error = Vec::new();
+    let mut attempts = Vec::new();
     for d in decisions {
+        attempts.push(i32::try_from(d.attempts).unwrap_or(i32::MAX));
         op_id.push(d.op.op_id);
         task_id.push(d.op.task_id);
         user_id.push(d.op.user_id.as_str());
@@ -282,9 +286,11 @@ pub async fn record_operations(
     }
     tx.execute(
         "INSERT INTO operations \
-           (op_id, task_id, user_id, kind, fields, client_ts, received_at, outcome, last_error) \
+           (op_id, task_id, user_id, kind, fields, client_ts, received_at, outcome, last_error, \
+            attempts) \
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], \
-                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[]) \
+                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
+                              $10::int4[]) \
          ON CONFLICT (op_id) DO NOTHING",
         &[
             &op_id,
@@ -296,7 +302,31 @@ pub async fn record_operations(
             &received_at,
             &outcome,
             &error,
+            &attempts,
         ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks the failure records of operations that have now been decided as resolved, and copies
+/// their first and last failure times into the log.
+pub async fn resolve_failures(
+    tx: &Transaction<'_>,
+    op_ids: &[Uuid],
+) -> Result<(), tokio_postgres::Error> {
+    if op_ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "WITH resolved AS ( \
+           UPDATE operation_failures SET state = 'resolved' \
+           WHERE op_id = ANY($1) AND state IN ('retrying', 'replayed') \
+           RETURNING op_id, first_failed_at, last_failed_at) \
+         UPDATE operations o \
+         SET first_failed_at = r.first_failed_at, last_failed_at = r.last_failed_at \
+         FROM resolved r WHERE o.op_id = r.op_id",
+        &[&op_ids],
     )
     .await?;
     Ok(())
