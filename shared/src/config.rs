@@ -37,6 +37,8 @@ pub struct Settings {
     pub db_pool_size: usize,
     /// `BODY_LIMIT_BYTES`: largest request body the api accepts.
     pub body_limit: usize,
+    /// `MAX_BATCH_ITEMS`: most items one `/api/batch` or `/api/sync` request may carry.
+    pub max_batch_items: usize,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -57,6 +59,7 @@ impl Default for Settings {
             batch_size: 256,
             db_pool_size: 16,
             body_limit: 2 * 1024 * 1024,
+            max_batch_items: 1_000,
             log_format: LogFormat::Text,
         }
     }
@@ -107,6 +110,7 @@ impl Settings {
             batch_size: positive(&get, "WORKER_BATCH_SIZE")?.unwrap_or(d.batch_size),
             db_pool_size: positive(&get, "DB_POOL_SIZE")?.unwrap_or(d.db_pool_size),
             body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
+            max_batch_items: positive(&get, "MAX_BATCH_ITEMS")?.unwrap_or(d.max_batch_items),
             log_format: parse(&get, "LOG_FORMAT")?.unwrap_or(d.log_format),
         })
     }
