@@ -5,9 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
+pub mod proxy;
 pub mod services;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use deadpool_postgres::Pool;
 use lapin::{
@@ -20,6 +25,7 @@ use lapin::{
 };
 use reqwest::{Method, header::HeaderMap};
 use serde_json::Value;
+use sync_worker::faults::{FaultInjector, NoFaults};
 use tasksync_shared::{Settings, config::QueueType, db, topology::Topology};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
@@ -77,8 +83,11 @@ pub struct TestStack {
     pub base: String,
     pub http: reqwest::Client,
     pub db: Pool,
+    /// When set, the worker reaches Postgres through this URL instead (e.g. through a proxy).
+    pub worker_database_url: Option<String>,
     api: Option<Running>,
     worker: Option<Running>,
+    faults: Arc<dyn FaultInjector>,
 }
 
 impl TestStack {
@@ -89,6 +98,14 @@ impl TestStack {
 
     /// Like [`TestStack::start`], after `configure` adjusted the settings.
     pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_with_faults(configure, Arc::new(NoFaults)).await
+    }
+
+    /// Like [`TestStack::start_with`], with a worker whose applies consult `faults`.
+    pub async fn start_with_faults(
+        configure: impl FnOnce(&mut Settings),
+        faults: Arc<dyn FaultInjector>,
+    ) -> Self {
         let services = services::get().await;
         let tag = Uuid::new_v4().simple().to_string();
         let mut settings = Settings {
@@ -112,8 +129,10 @@ impl TestStack {
             base: String::new(),
             http: reqwest::Client::new(),
             db: pool,
+            worker_database_url: None,
             api: None,
             worker: None,
+            faults,
             settings,
         };
         stack.start_worker().await;
@@ -143,9 +162,17 @@ impl TestStack {
     pub async fn start_worker(&mut self) {
         assert!(self.worker.is_none(), "worker already running");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sync_worker::run(self.settings.clone(), async {
-            let _ = stopped.await;
-        }));
+        let mut settings = self.settings.clone();
+        if let Some(url) = &self.worker_database_url {
+            settings.database_url.clone_from(url);
+        }
+        let task = tokio::spawn(sync_worker::run_with_faults(
+            settings,
+            async {
+                let _ = stopped.await;
+            },
+            self.faults.clone(),
+        ));
         self.worker = Some(Running { stop, task });
         self.eventually("the worker consumes", || async {
             self.queue_consumers(&self.topology().work_queue()).await > 0

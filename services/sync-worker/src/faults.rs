@@ -7,7 +7,7 @@
 use tasksync_shared::Operation;
 
 /// Decides whether applying an operation should fail, as if its statement had failed.
-pub trait FaultInjector: Send + Sync + 'static {
+pub trait FaultInjector: std::fmt::Debug + Send + Sync + 'static {
     /// Called inside the transaction, before the operation is merged. `attempt` is 1 for the
     /// first try. An `Err` aborts the transaction with that message as the operation's error.
     fn before_apply(&self, op: &Operation, attempt: u32) -> Result<(), String>;

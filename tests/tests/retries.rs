@@ -1,0 +1,469 @@
+//! Failures: retries through the delay queues, parking, crash-loop guards, and a database
+//! outage that must spend no attempt. Real broker and database; short delays by configuration.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use lapin::{
+    BasicProperties,
+    options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::FieldTable,
+};
+use reqwest::Method;
+use serde_json::json;
+use sync_worker::consumer::CRASH_LIMIT;
+use tasksync_shared::{
+    OpKind, Operation, OperationFields,
+    config::QueueType,
+    failure::{self, header},
+    model::to_db_precision,
+    topology::{DELIVERY_LIMIT, routing_key},
+};
+use tasksync_tests::{
+    TestStack,
+    faults::{Failing, ScriptedFaults},
+    proxy::FaultyProxy,
+};
+use uuid::Uuid;
+
+/// (outcome, attempts, last_error, failure times recorded) of an operation, once decided.
+async fn decision(stack: &TestStack, op_id: Uuid) -> Option<(String, i32, Option<String>, bool)> {
+    let client = stack.db.get().await.unwrap();
+    client
+        .query_opt(
+            "SELECT outcome, attempts, last_error, \
+                    first_failed_at IS NOT NULL AND last_failed_at IS NOT NULL \
+             FROM operations WHERE op_id = $1",
+            &[&op_id],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+}
+
+/// (state, attempts, history length) of a failure record.
+async fn failure_record(stack: &TestStack, message_id: &str) -> Option<(String, i32, usize)> {
+    let client = stack.db.get().await.unwrap();
+    client
+        .query_opt(
+            "SELECT state, attempts, jsonb_array_length(history) FROM operation_failures \
+             WHERE message_id = $1",
+            &[&message_id],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get::<_, i32>(2) as usize))
+}
+
+async fn submit_async(
+    stack: &TestStack,
+    method: Method,
+    path: &str,
+    body: serde_json::Value,
+) -> Uuid {
+    let reply = stack
+        .request(method, path, Some(body), &[("Prefer", "respond-async")])
+        .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    reply.header("operation-id").unwrap().parse().unwrap()
+}
+
+async fn wait_decided(stack: &TestStack, op_id: Uuid) -> (String, i32, Option<String>, bool) {
+    stack
+        .eventually("the operation is decided", || async {
+            decision(stack, op_id).await.is_some()
+        })
+        .await;
+    decision(stack, op_id).await.unwrap()
+}
+
+fn short_delays(ms: [u64; 3]) -> impl FnOnce(&mut tasksync_shared::Settings) {
+    move |s| s.retry_delays = ms.map(Duration::from_millis).to_vec()
+}
+
+#[tokio::test]
+async fn an_operation_that_fails_twice_then_succeeds_is_applied_once_after_three_attempts() {
+    let faults = Arc::new(ScriptedFaults::default());
+    let stack = TestStack::start_with_faults(short_delays([50, 100, 150]), faults.clone()).await;
+    let task = Uuid::new_v4();
+    faults.fail(task, Failing::Times(2));
+
+    let op_id = submit_async(
+        &stack,
+        Method::POST,
+        "/tasks",
+        json!({"id": task, "title": "flaky"}),
+    )
+    .await;
+    let (outcome, attempts, last_error, failure_times) = wait_decided(&stack, op_id).await;
+    assert_eq!(outcome, "success");
+    assert_eq!(attempts, 3);
+    assert_eq!(last_error, None);
+    assert!(
+        failure_times,
+        "first and last failure times are kept in the log"
+    );
+    let seen: Vec<u32> = faults.attempts_of(op_id).iter().map(|(n, _)| *n).collect();
+    assert_eq!(seen, [1, 2, 3]);
+
+    let stored = stack.get_task(&task.to_string()).await.body;
+    assert_eq!(stored["sync_status"], "synced");
+    assert_eq!(stored["title"], "flaky");
+    assert_eq!(stack.operations_of(task).await.len(), 1, "applied once");
+    assert_eq!(
+        failure_record(&stack, &op_id.to_string()).await,
+        Some(("resolved".into(), 2, 2))
+    );
+    for queue in stack.topology().queues() {
+        assert_eq!(stack.queue_depth(&queue).await, 0, "{queue} is empty");
+    }
+}
+
+#[tokio::test]
+async fn an_operation_that_always_fails_is_tried_four_times_with_growing_delays_then_parked() {
+    let faults = Arc::new(ScriptedFaults::default());
+    let delays = [300u64, 600, 900];
+    let stack = TestStack::start_with_faults(short_delays(delays), faults.clone()).await;
+    let created = stack.create_task(json!({"title": "doomed"})).await;
+    assert_eq!(created.status, 201);
+    let task: Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
+    faults.fail(task, Failing::Always);
+
+    let op_id = submit_async(
+        &stack,
+        Method::PUT,
+        &format!("/tasks/{task}"),
+        json!({"completed": true}),
+    )
+    .await;
+    let (outcome, attempts, last_error, failure_times) = wait_decided(&stack, op_id).await;
+    assert_eq!(outcome, "error");
+    assert_eq!(attempts, 4, "1 attempt + 3 retries");
+    let last_error = last_error.unwrap();
+    assert!(
+        last_error.contains("injected failure (attempt 4)"),
+        "{last_error}"
+    );
+    assert!(failure_times);
+
+    let seen = faults.attempts_of(op_id);
+    assert_eq!(
+        seen.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    for (i, delay) in delays.iter().enumerate() {
+        let gap = seen[i + 1].1 - seen[i].1;
+        let delay = Duration::from_millis(*delay);
+        assert!(
+            gap + Duration::from_millis(50) >= delay && gap < delay + Duration::from_millis(1500),
+            "retry {} came after {gap:?}, configured {delay:?}",
+            i + 1
+        );
+    }
+
+    let task_json = stack.get_task(&task.to_string()).await.body;
+    assert_eq!(task_json["sync_status"], "error");
+    assert_eq!(
+        task_json["completed"], false,
+        "the failed update changed nothing"
+    );
+    stack
+        .eventually("the operation is in the parking queue", || async {
+            stack.queue_depth(&stack.topology().parking_queue()).await == 1
+        })
+        .await;
+    assert_eq!(
+        failure_record(&stack, &op_id.to_string()).await,
+        Some(("parked".into(), 4, 4))
+    );
+    let status = stack.status().await.body;
+    assert_eq!(status["dead_letter_count"], 1, "{status}");
+    assert_eq!(status["error_task_count"], 1, "{status}");
+
+    // The parked copy carries what happened in headers of our own.
+    let parked = get_one(&stack, &stack.topology().parking_queue())
+        .await
+        .expect("parked copy");
+    let p = &parked.properties;
+    assert_eq!(failure::header_u32(p, header::ATTEMPTS), Some(4));
+    assert_eq!(
+        failure::header_str(p, header::OP_ID),
+        Some(op_id.to_string())
+    );
+    assert_eq!(
+        failure::header_str(p, header::TASK_ID),
+        Some(task.to_string())
+    );
+    assert_eq!(
+        failure::header_str(p, header::USER_ID).as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        failure::header_str(p, header::ORIGINAL_ROUTING_KEY).as_deref(),
+        Some("op.update")
+    );
+    assert!(
+        failure::header_time(p, header::FIRST_FAILED_AT)
+            < failure::header_time(p, header::LAST_FAILED_AT)
+    );
+    assert!(
+        failure::header_str(p, header::PARKED_REASON)
+            .unwrap()
+            .contains("failed 4 attempts")
+    );
+}
+
+/// Takes one message off a queue and returns it to the queue (a peek).
+async fn get_one(stack: &TestStack, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "test-peek")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let message = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap();
+    if let Some(m) = &message {
+        m.delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await
+            .unwrap();
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    message
+}
+
+#[tokio::test]
+async fn a_poison_message_is_parked_with_its_reason_and_a_failure_record() {
+    let stack = TestStack::start().await;
+    stack
+        .publish_raw("op.create", &[b"\x00garbage".to_vec()])
+        .await;
+    stack
+        .eventually("the message is parked", || async {
+            stack.queue_depth(&stack.topology().parking_queue()).await == 1
+        })
+        .await;
+    let parked = get_one(&stack, &stack.topology().parking_queue())
+        .await
+        .unwrap();
+    let reason = failure::header_str(&parked.properties, header::PARKED_REASON).unwrap();
+    assert!(reason.contains("malformed message body"), "{reason}");
+    assert_eq!(parked.delivery.data, b"\x00garbage");
+    let message_id = failure::header_str(&parked.properties, header::MESSAGE_ID).unwrap();
+    let (state, _, _) = failure_record(&stack, &message_id)
+        .await
+        .expect("failure record");
+    assert_eq!(state, "parked");
+}
+
+fn op_message(task: Uuid) -> Operation {
+    let now = to_db_precision(chrono::Utc::now());
+    Operation {
+        op_id: Uuid::new_v4(),
+        task_id: task,
+        user_id: "default".into(),
+        kind: OpKind::Create,
+        fields: OperationFields {
+            title: Some("loop".into()),
+            ..Default::default()
+        },
+        stamped_at: now,
+        received_at: now,
+    }
+}
+
+/// Publishes with confirms, with the given headers.
+async fn publish_with_headers(stack: &TestStack, op: &Operation, headers: FieldTable) {
+    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "test")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+        .basic_publish(
+            stack.topology().ops_exchange().into(),
+            routing_key(op.kind).into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &op.encode().unwrap(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+/// Receives the work queue's next message and hands it back unacknowledged, `times` times, as a
+/// worker that crashes on it would. Returns how many deliveries it saw.
+async fn crash_on(stack: &TestStack, times: usize) -> usize {
+    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "test-crasher")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut seen = 0;
+    for _ in 0..times {
+        let message = channel
+            .basic_get(
+                stack.topology().work_queue().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap();
+        let Some(message) = message else { break };
+        seen += 1;
+        message
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await
+            .unwrap();
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    seen
+}
+
+#[tokio::test]
+async fn a_quorum_work_queue_parks_a_message_delivered_past_its_limit() {
+    let mut stack = TestStack::start().await;
+    stack.stop_worker().await;
+    let task = Uuid::new_v4();
+    publish_with_headers(&stack, &op_message(task), FieldTable::default()).await;
+    let limit = usize::try_from(DELIVERY_LIMIT).unwrap();
+    let seen = crash_on(&stack, limit + 5).await;
+    assert_eq!(
+        seen,
+        limit + 1,
+        "delivered once plus {limit} redeliveries, then dead-lettered"
+    );
+    stack
+        .eventually("the broker parked it", || async {
+            stack.queue_depth(&stack.topology().parking_queue()).await == 1
+        })
+        .await;
+    assert_eq!(stack.queue_depth(&stack.topology().work_queue()).await, 0);
+}
+
+#[tokio::test]
+async fn a_classic_work_queue_still_guards_against_crash_loops() {
+    let mut stack = TestStack::start_with(|s| s.queue_type = QueueType::Classic).await;
+    stack.stop_worker().await;
+    // One message already redelivered CRASH_LIMIT times, one fresh; both come back redelivered.
+    let looping = op_message(Uuid::new_v4());
+    let mut headers = FieldTable::default();
+    failure::set_u32(&mut headers, header::REDELIVERIES, CRASH_LIMIT);
+    publish_with_headers(&stack, &looping, headers).await;
+    let fresh = op_message(Uuid::new_v4());
+    publish_with_headers(&stack, &fresh, FieldTable::default()).await;
+    assert_eq!(crash_on(&stack, 2).await, 2);
+
+    stack.start_worker().await;
+    stack
+        .eventually("the fresh one applies", || async {
+            stack.stored(fresh.task_id).await.is_some()
+        })
+        .await;
+    stack
+        .eventually("the looping one is parked", || async {
+            failure_record(&stack, &looping.op_id.to_string())
+                .await
+                .is_some()
+        })
+        .await;
+    let client = stack.db.get().await.unwrap();
+    let error: String = client
+        .query_one(
+            "SELECT last_error FROM operation_failures WHERE op_id = $1",
+            &[&looping.op_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("redelivered 6 times"), "{error}");
+    assert!(stack.stored(looping.task_id).await.is_none());
+    assert_eq!(decision(&stack, looping.op_id).await.unwrap().0, "error");
+    assert_eq!(
+        stack.queue_depth(&stack.topology().parking_queue()).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
+    let mut stack = TestStack::start_with(|s| s.write_wait = Duration::from_millis(200)).await;
+    let config: tokio_postgres::Config = stack.settings.database_url.parse().unwrap();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = FaultyProxy::start(([127, 0, 0, 1], port).into()).await;
+    let db_name = config.get_dbname().unwrap().to_string();
+    stack.worker_database_url = Some(format!(
+        "postgres://postgres@127.0.0.1:{}/{db_name}",
+        proxy.port
+    ));
+    stack.stop_worker().await;
+    stack.start_worker().await;
+    assert_eq!(
+        stack
+            .create_task(json!({"title": "before the outage"}))
+            .await
+            .status,
+        201
+    );
+
+    proxy.cut();
+    let mut ops = Vec::new();
+    for i in 0..5 {
+        let op = submit_async(
+            &stack,
+            Method::POST,
+            "/tasks",
+            json!({"title": format!("during {i}")}),
+        )
+        .await;
+        ops.push(op);
+    }
+    stack
+        .eventually("the worker has tried to reconnect", || async {
+            proxy.refused() >= 3
+        })
+        .await;
+    let client = stack.db.get().await.unwrap();
+    let failures: i64 = client
+        .query_one("SELECT count(*) FROM operation_failures", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 0, "no attempt was spent");
+    for op in &ops {
+        assert!(decision(&stack, *op).await.is_none());
+    }
+
+    proxy.restore();
+    for op in &ops {
+        let (outcome, attempts, _, _) = wait_decided(&stack, *op).await;
+        assert_eq!((outcome.as_str(), attempts), ("success", 1));
+    }
+    let failures: i64 = client
+        .query_one("SELECT count(*) FROM operation_failures", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 0);
+    assert_eq!(stack.list_tasks().await.body.as_array().unwrap().len(), 6);
+}
