@@ -28,8 +28,10 @@ pub mod header {
     pub const PARKED_REASON: &str = "tasksync-parked-reason";
     /// Redeliveries seen by the classic-queue crash-loop guard.
     pub const REDELIVERIES: &str = "tasksync-redeliveries";
-    /// Every header above: what a replay strips to start afresh.
-    pub const ALL: [&str; 11] = [
+    /// Set by `taskctl dlq replay`: the operation's earlier `error` outcome is to be replaced.
+    pub const REPLAY: &str = "tasksync-replay";
+    /// Every header above: what a replay strips to start afresh (it then sets [`REPLAY`]).
+    pub const ALL: [&str; 12] = [
         ATTEMPTS,
         FIRST_FAILED_AT,
         LAST_FAILED_AT,
@@ -41,6 +43,7 @@ pub mod header {
         USER_ID,
         PARKED_REASON,
         REDELIVERIES,
+        REPLAY,
     ];
 }
 

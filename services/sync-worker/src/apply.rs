@@ -57,26 +57,42 @@ impl From<deadpool_postgres::PoolError> for ApplyError {
 /// "not found", so that it never reveals that the task exists.
 pub const NOT_FOUND: &str = "task not found";
 
+/// Where a delivered operation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1 for the first try.
+    pub number: u32,
+    /// Replayed from the parking queue: an `error` outcome already logged for it is replaced.
+    pub replay: bool,
+}
+
+impl Attempt {
+    pub const FIRST: Self = Self {
+        number: 1,
+        replay: false,
+    };
+}
+
 /// Applies `ops` (each on its first attempt) in one transaction and returns one report per
 /// operation, in order.
 ///
 /// An operation already in the log (a redelivery, or a client pushing it again) is not applied
 /// again: its report repeats the recorded outcome with the current task.
 pub async fn apply_batch(pool: &Pool, ops: &[Operation]) -> Result<Vec<OutcomeReport>, ApplyError> {
-    apply_attempts(pool, ops, &vec![1; ops.len()], &NoFaults).await
+    apply_attempts(pool, ops, &vec![Attempt::FIRST; ops.len()], &NoFaults).await
 }
 
-/// [`apply_batch`] for operations on their `attempts[i]`-th attempt (1-based), with `faults`
-/// consulted before each is merged.
+/// [`apply_batch`] for operations on attempt `attempts[i]`, with `faults` consulted before each
+/// is merged.
 pub async fn apply_attempts(
     pool: &Pool,
     ops: &[Operation],
-    attempts: &[u32],
+    attempts: &[Attempt],
     faults: &dyn FaultInjector,
 ) -> Result<Vec<OutcomeReport>, ApplyError> {
-    let attempt_of: HashMap<Uuid, u32> = ops
+    let attempt_of: HashMap<Uuid, Attempt> = ops
         .iter()
-        .zip(attempts.iter().chain(std::iter::repeat(&1)))
+        .zip(attempts.iter().chain(std::iter::repeat(&Attempt::FIRST)))
         .map(|(op, a)| (op.op_id, *a))
         .collect();
     let mut client = pool.get().await?;
@@ -95,7 +111,20 @@ pub async fn apply_attempts(
         .collect();
     let mut locked = storage::lock_tasks(&tx, &targets).await?;
     let op_ids: Vec<Uuid> = ops.iter().map(|op| op.op_id).collect();
-    let decided = storage::decided_operations(&tx, &op_ids).await?;
+    let mut decided = storage::decided_operations(&tx, &op_ids).await?;
+    // A replay gets another chance: its logged error is forgotten and replaced by the new
+    // decision.
+    let replayed: Vec<Uuid> = decided
+        .iter()
+        .filter(|(id, d)| {
+            d.status == OutcomeStatus::Error && attempt_of.get(id).is_some_and(|a| a.replay)
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    storage::forget_decisions(&tx, &replayed).await?;
+    for id in &replayed {
+        decided.remove(id);
+    }
 
     // Decide each operation once, in delivery order.
     let mut decisions: Vec<Decision<'_>> = Vec::new();
@@ -111,7 +140,7 @@ pub async fn apply_attempts(
         } else {
             match locked.get_mut(&op.task_id) {
                 Some(row) if row.user_id == op.user_id => {
-                    let attempt = attempt_of.get(&op.op_id).copied().unwrap_or(1);
+                    let attempt = attempt_of.get(&op.op_id).map_or(1, |a| a.number);
                     faults
                         .before_apply(op, attempt)
                         .map_err(ApplyError::Rejected)?;
@@ -129,7 +158,7 @@ pub async fn apply_attempts(
                 _ => (OutcomeStatus::Error, Some(NOT_FOUND.to_string())),
             }
         };
-        let attempts = attempt_of.get(&op.op_id).copied().unwrap_or(1);
+        let attempts = attempt_of.get(&op.op_id).map_or(1, |a| a.number);
         decisions.push(Decision {
             op,
             status,

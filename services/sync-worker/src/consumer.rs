@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    apply::{ApplyError, apply_attempts},
+    apply::{ApplyError, Attempt, apply_attempts},
     failures::{self, Failure},
     faults::FaultInjector,
 };
@@ -59,11 +59,11 @@ struct Ctx<'a> {
     publisher: Channel,
 }
 
-/// A decoded delivery and the attempt it is on (1 for the first).
+/// A decoded delivery and the attempt it is on.
 struct Incoming {
     delivery: Delivery,
     op: Operation,
-    attempt: u32,
+    attempt: Attempt,
 }
 
 /// Consumes until `stop` turns true, reconnecting whenever the broker connection is lost.
@@ -201,7 +201,14 @@ async fn triage(ctx: &Ctx<'_>, delivery: Delivery) -> anyhow::Result<Option<Inco
         let seen = failure::header_u32(&delivery.properties, header::REDELIVERIES).unwrap_or(0) + 1;
         if seen > CRASH_LIMIT {
             let reason = format!("redelivered {seen} times: it may be crashing the worker");
-            park(ctx, &delivery, Some(&op), attempt_of(&delivery), &reason).await?;
+            park(
+                ctx,
+                &delivery,
+                Some(&op),
+                attempt_of(&delivery).number,
+                &reason,
+            )
+            .await?;
         } else {
             // Count the redelivery in a header of ours: a classic queue keeps no delivery count.
             let mut headers = headers_of(&delivery);
@@ -220,8 +227,11 @@ async fn triage(ctx: &Ctx<'_>, delivery: Delivery) -> anyhow::Result<Option<Inco
     }))
 }
 
-fn attempt_of(delivery: &Delivery) -> u32 {
-    failure::header_u32(&delivery.properties, header::ATTEMPTS).unwrap_or(0) + 1
+fn attempt_of(delivery: &Delivery) -> Attempt {
+    Attempt {
+        number: failure::header_u32(&delivery.properties, header::ATTEMPTS).unwrap_or(0) + 1,
+        replay: failure::header_u32(&delivery.properties, header::REPLAY).is_some(),
+    }
 }
 
 fn original_routing_key(delivery: &Delivery) -> String {
@@ -244,7 +254,7 @@ async fn apply_or_split(
         return Ok(false);
     }
     let ops: Vec<Operation> = incoming.iter().map(|i| i.op.clone()).collect();
-    let attempts: Vec<u32> = incoming.iter().map(|i| i.attempt).collect();
+    let attempts: Vec<Attempt> = incoming.iter().map(|i| i.attempt).collect();
     let mut backoff = Backoff::new();
     loop {
         match apply_attempts(ctx.pool, &ops, &attempts, ctx.faults).await {
@@ -293,6 +303,7 @@ async fn fail_attempt(ctx: &Ctx<'_>, item: Incoming, error: &str) -> anyhow::Res
         op,
         attempt,
     } = item;
+    let attempt = attempt.number;
     let retry_queue = ctx
         .topology
         .retry_queue(usize::try_from(attempt).unwrap_or(usize::MAX));

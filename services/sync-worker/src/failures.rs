@@ -81,7 +81,10 @@ pub async fn record_parked(pool: &Pool, failure: &Failure<'_>) -> Result<(), App
                received_at, outcome, attempts, last_error, first_failed_at, last_failed_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7, 'error', $8, $9, f.first_failed_at, f.last_failed_at \
              FROM operation_failures f WHERE f.message_id = $10 \
-             ON CONFLICT (op_id) DO NOTHING",
+             ON CONFLICT (op_id) DO UPDATE SET \
+               attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
+               last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
+             WHERE operations.outcome = 'error'",
             &[
                 &op.op_id,
                 &op.task_id,

@@ -309,6 +309,21 @@ pub async fn record_operations(
     Ok(())
 }
 
+/// Removes logged decisions (the `error` outcomes of replayed operations).
+pub async fn forget_decisions(
+    tx: &Transaction<'_>,
+    op_ids: &[Uuid],
+) -> Result<(), tokio_postgres::Error> {
+    if !op_ids.is_empty() {
+        tx.execute(
+            "DELETE FROM operations WHERE op_id = ANY($1) AND outcome = 'error'",
+            &[&op_ids],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Marks the failure records of operations that have now been decided as resolved, and copies
 /// their first and last failure times into the log.
 pub async fn resolve_failures(
