@@ -6,7 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod faults;
+pub mod load;
+pub mod processes;
 pub mod proxy;
+pub mod rabbit_node;
 pub mod services;
 
 use std::{

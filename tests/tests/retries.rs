@@ -418,13 +418,13 @@ async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
     ));
     stack.stop_worker().await;
     stack.start_worker().await;
-    assert_eq!(
-        stack
-            .create_task(json!({"title": "before the outage"}))
-            .await
-            .status,
-        201
-    );
+    let before = stack.create_task(json!({"title": "before the outage"})).await;
+    let before: Uuid = before.body["id"].as_str().unwrap().parse().unwrap();
+    stack
+        .eventually("the first write applies", || async {
+            stack.stored(before).await.is_some()
+        })
+        .await;
 
     proxy.cut();
     let mut ops = Vec::new();
