@@ -11,6 +11,7 @@ pub mod processes;
 pub mod proxy;
 pub mod rabbit_node;
 pub mod services;
+pub mod sync_client;
 
 use std::{
     sync::Arc,

@@ -6,14 +6,19 @@
 //! instance per applied batch; [`Waiters`] hands each outcome to the request waiting for it.
 //! With several replicas, each gets only its own replies. A reply that finds nobody waiting
 //! (the request already answered 202) is dropped: the outcome is in the operation log.
+//! Several requests may wait for the same op id at once (a client re-pushing a batch whose
+//! answer it lost while the first push still waits); each of them gets the outcome.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use futures_util::{StreamExt, future::join_all};
+use futures_util::{StreamExt, future::join_all, stream::FuturesUnordered};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
     options::{
@@ -62,7 +67,8 @@ struct Link {
     reply_queue: ShortString,
 }
 
-type Waiters = Mutex<HashMap<Uuid, oneshot::Sender<OutcomeReport>>>;
+/// Per op id, the requests waiting for its outcome, each under the token of its registration.
+type Waiters = Mutex<HashMap<Uuid, Vec<(u64, oneshot::Sender<OutcomeReport>)>>>;
 
 struct Inner {
     url: String,
@@ -70,6 +76,7 @@ struct Inner {
     publish_timeout: Duration,
     link: RwLock<Option<Link>>,
     waiters: Waiters,
+    next_token: AtomicU64,
 }
 
 /// Cheap to clone; all clones share one connection.
@@ -87,16 +94,26 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// Removes a waiter when the request stops waiting, however it stops.
+/// Removes a request's waiters when it stops waiting, however it stops, leaving those of other
+/// requests for the same op ids in place.
 struct WaitGuard<'a> {
     waiters: &'a Waiters,
-    op_id: Uuid,
+    token: u64,
+    op_ids: Vec<Uuid>,
 }
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut waiters) = self.waiters.lock() {
-            waiters.remove(&self.op_id);
+        let Ok(mut waiters) = self.waiters.lock() else {
+            return;
+        };
+        for op_id in &self.op_ids {
+            if let Some(list) = waiters.get_mut(op_id) {
+                list.retain(|(token, _)| *token != self.token);
+                if list.is_empty() {
+                    waiters.remove(op_id);
+                }
+            }
         }
     }
 }
@@ -110,6 +127,7 @@ impl Broker {
                 publish_timeout: settings.publish_timeout,
                 link: RwLock::new(None),
                 waiters: Mutex::new(HashMap::new()),
+                next_token: AtomicU64::new(0),
             }),
         }
     }
@@ -227,8 +245,8 @@ impl Broker {
             return;
         };
         for outcome in batch.outcomes {
-            if let Some(waiter) = waiters.remove(&outcome.op_id) {
-                let _ = waiter.send(outcome);
+            for (_, waiter) in waiters.remove(&outcome.op_id).unwrap_or_default() {
+                let _ = waiter.send(outcome.clone());
             }
         }
     }
@@ -279,6 +297,25 @@ impl Broker {
             .map_err(|_| PublishError::Timeout)?
     }
 
+    /// Registers a waiter for each of `op_ids`; the guard unregisters them all.
+    fn register(&self, op_ids: &[Uuid]) -> (Vec<oneshot::Receiver<OutcomeReport>>, WaitGuard<'_>) {
+        let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
+        let mut receivers = Vec::with_capacity(op_ids.len());
+        if let Ok(mut waiters) = self.inner.waiters.lock() {
+            for op_id in op_ids {
+                let (tx, rx) = oneshot::channel();
+                waiters.entry(*op_id).or_default().push((token, tx));
+                receivers.push(rx);
+            }
+        }
+        let guard = WaitGuard {
+            waiters: &self.inner.waiters,
+            token,
+            op_ids: op_ids.to_vec(),
+        };
+        (receivers, guard)
+    }
+
     /// Publishes one operation and waits up to `wait` for the worker's outcome (no wait when
     /// `None`).
     pub async fn submit(
@@ -286,24 +323,40 @@ impl Broker {
         op: &Operation,
         wait: Option<Duration>,
     ) -> Result<Submitted, PublishError> {
+        let mut outcomes = self.submit_many(std::slice::from_ref(op), wait).await?;
+        Ok(match outcomes.remove(&op.op_id) {
+            Some(report) => Submitted::Decided(report),
+            None => Submitted::Accepted,
+        })
+    }
+
+    /// Publishes `ops` (confirms pipelined) and waits up to `wait` (none when `None`) for the
+    /// worker's outcomes, returning those that came in time, by op id. An error means none of
+    /// them may be assumed accepted.
+    pub async fn submit_many(
+        &self,
+        ops: &[Operation],
+        wait: Option<Duration>,
+    ) -> Result<HashMap<Uuid, OutcomeReport>, PublishError> {
         let Some(wait) = wait else {
-            self.publish(std::slice::from_ref(op)).await?;
-            return Ok(Submitted::Accepted);
+            self.publish(ops).await?;
+            return Ok(HashMap::new());
         };
-        // Register before publishing: the reply may come back before the confirm does.
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut waiters) = self.inner.waiters.lock() {
-            waiters.insert(op.op_id, tx);
-        }
-        let _guard = WaitGuard {
-            waiters: &self.inner.waiters,
-            op_id: op.op_id,
-        };
-        self.publish(std::slice::from_ref(op)).await?;
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(report)) => Ok(Submitted::Decided(report)),
-            _ => Ok(Submitted::Accepted),
-        }
+        // Register before publishing: a reply may come back before the confirms do.
+        let op_ids: Vec<Uuid> = ops.iter().map(|op| op.op_id).collect();
+        let (receivers, _guard) = self.register(&op_ids);
+        self.publish(ops).await?;
+        let mut outcomes = HashMap::with_capacity(ops.len());
+        let mut replies: FuturesUnordered<_> = receivers.into_iter().collect();
+        let _ = tokio::time::timeout(wait, async {
+            while let Some(reply) = replies.next().await {
+                if let Ok(report) = reply {
+                    outcomes.insert(report.op_id, report);
+                }
+            }
+        })
+        .await;
+        Ok(outcomes)
     }
 
     /// Ready messages in each durable queue, by name, read with passive declares on a

@@ -5,13 +5,18 @@
 //! Layout:
 //! - [`Application`]: builds the service from [`Settings`], exposes its bound port, runs until
 //!   a shutdown future resolves (tests start it exactly as `main` does);
-//! - [`routes`]: one file per concern (tasks, status, health);
+//! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, operation
+//!   status, status, health);
+//! - [`batch`]: reading the items of an offline push one by one;
+//! - [`cursor`]: the changes feed's opaque cursor;
 //! - [`broker`]: publishing with confirms and receiving outcomes;
 //! - [`storage`]: all SQL (reads only);
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
 //!   rejections use it.
 
+pub mod batch;
 pub mod broker;
+pub mod cursor;
 pub mod error;
 pub mod extract;
 pub mod routes;

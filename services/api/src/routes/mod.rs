@@ -1,9 +1,13 @@
 //! The HTTP routes, one file per concern.
 
+pub mod changes;
 pub mod health;
+pub mod operations;
 pub mod status;
+pub mod sync;
 pub mod tasks;
 
+use axum::routing::post;
 use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
 use tower_http::trace::TraceLayer;
 
@@ -21,6 +25,10 @@ pub fn router(state: AppState) -> Router {
             "/tasks/{id}",
             get(tasks::get_one).put(tasks::update).delete(tasks::delete),
         )
+        .route("/batch", post(sync::push))
+        .route("/sync", post(sync::push))
+        .route("/changes", get(changes::changes))
+        .route("/sync/operations/{op_id}", get(operations::operation))
         .route("/status", get(status::status))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready));

@@ -190,7 +190,7 @@ fn pending_view(current: Option<Task>, op: &Operation) -> Task {
 }
 
 /// Whether the request asked not to wait (`Prefer: respond-async`, RFC 7240).
-fn respond_async(headers: &HeaderMap) -> bool {
+pub(crate) fn respond_async(headers: &HeaderMap) -> bool {
     headers
         .get_all("prefer")
         .iter()

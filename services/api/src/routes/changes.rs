@@ -1,0 +1,74 @@
+//! `GET /api/changes?since=CURSOR&limit=N`: the pull side of offline sync.
+//!
+//! Every change of the caller's tasks after the cursor, deleted ones included, in commit-horizon
+//! order (`storage::changes_after` says why that order never skips a committed change), with
+//! the cursor to continue from. Clients treat the cursor as opaque and page until `has_more` is
+//! false; an empty or absent `since` starts from the beginning.
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tasksync_shared::Task;
+
+use crate::{
+    cursor::Position,
+    error::ApiError,
+    extract::{ApiQuery, CurrentUser},
+    state::AppState,
+    storage,
+};
+
+/// Page size when `limit` is absent.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Largest page.
+pub const MAX_LIMIT: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+pub struct ChangesQuery {
+    since: Option<String>,
+    // Read as text so that a bad value gets our message naming the parameter.
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChangesPage {
+    /// The changed tasks, each as it is now (a task changed twice appears once, at its latest
+    /// change).
+    changes: Vec<Task>,
+    /// Where the next page starts; unchanged when this page is empty.
+    next_cursor: String,
+    /// More changes are ready past this page.
+    has_more: bool,
+    server_time: DateTime<Utc>,
+}
+
+pub async fn changes(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiQuery(query): ApiQuery<ChangesQuery>,
+) -> Result<Json<ChangesPage>, ApiError> {
+    let since = query.since.unwrap_or_default();
+    let after = Position::decode(since.trim()).ok_or_else(|| {
+        ApiError::BadRequest("since: not a cursor from this api (use next_cursor)".into())
+    })?;
+    let limit = match query.limit.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit: must be an integer from 1 to {MAX_LIMIT}, got {text:?}"
+                ))
+            })?,
+    };
+    let (page, has_more) = storage::changes_after(&state.db, &user, after, limit).await?;
+    let next = page.last().map_or(after, |(position, _)| *position);
+    Ok(Json(ChangesPage {
+        changes: page.into_iter().map(|(_, task)| task).collect(),
+        next_cursor: next.encode(),
+        has_more,
+        server_time: Utc::now(),
+    }))
+}

@@ -1,0 +1,342 @@
+//! The changes feed: paging, its cursor, and the promise that it never skips a committed change
+//! when transactions commit out of order.
+//!
+//! The classic bug: a feed that pages by a sequence number or a timestamp taken when a row is
+//! written hands out a cursor past a row that a transaction which started earlier has not
+//! committed yet; when it commits, its row lands behind the cursor and no client ever sees it.
+//! The tests below hold such a transaction open on purpose, check that a naive cursor really
+//! does miss its change (so they can fail), and that `/api/changes` delivers it.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use chrono::{Duration as Delta, Utc};
+use deadpool_postgres::{Object, Pool};
+use serde_json::json;
+use sync_worker::apply::apply_batch;
+use tasksync_shared::{OpKind, Operation, OperationFields, db, model::to_db_precision};
+use tasksync_tests::{
+    PATIENCE, TestStack,
+    sync_client::{Device, create, delete, update},
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+fn op(task: Uuid, kind: OpKind, fields: OperationFields) -> Operation {
+    let at = to_db_precision(Utc::now());
+    Operation {
+        op_id: Uuid::new_v4(),
+        task_id: task,
+        user_id: "default".into(),
+        kind,
+        fields,
+        stamped_at: at,
+        received_at: at,
+    }
+}
+
+fn title(t: &str) -> OperationFields {
+    OperationFields {
+        title: Some(t.into()),
+        ..Default::default()
+    }
+}
+
+/// Begins a transaction that changes `task`'s title the way the worker writes a task
+/// (`change_xid = pg_current_xact_id()`) and leaves it open.
+async fn hold_a_change(pool: &Pool, task: Uuid, new_title: &str) -> Object {
+    let client = pool.get().await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "UPDATE tasks SET title = $2, title_at = now(), updated_at = now(), \
+                    change_xid = pg_current_xact_id() WHERE id = $1",
+            &[&task, &new_title],
+        )
+        .await
+        .unwrap();
+    client
+}
+
+/// A naive feed: rows after a `change_xid` cursor, with no horizon (as any sequence or
+/// timestamp cursor would behave). Returns (id, title) of the page and moves `cursor`.
+async fn naive_page(pool: &Pool, cursor: &mut (String, Uuid)) -> Vec<(Uuid, String)> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT id, title, change_xid::text FROM tasks \
+             WHERE title IS NOT NULL AND (change_xid, id) > ($1::text::xid8, $2) \
+             ORDER BY change_xid, id LIMIT 1000",
+            &[&cursor.0, &cursor.1],
+        )
+        .await
+        .unwrap();
+    if let Some(last) = rows.last() {
+        *cursor = (last.get(2), last.get(0));
+    }
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+#[tokio::test]
+async fn the_feed_pages_every_change_in_a_stable_order_with_tombstones() {
+    let stack = TestStack::start().await;
+    let t0 = Utc::now() - Delta::hours(1);
+    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    let creates: Vec<_> = ids.iter().map(|id| create(*id, "t", t0)).collect();
+    stack.push(&creates).await;
+    stack.push(&[delete(ids[4], t0 + Delta::minutes(1))]).await;
+    stack.feed_caught_up().await;
+
+    let mut order = Vec::new();
+    let mut cursor = String::new();
+    let mut has_more = true;
+    while has_more {
+        let page = stack.changes(&cursor, Some(2)).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        assert!(page.body["server_time"].is_string());
+        let changes = page.body["changes"].as_array().unwrap();
+        assert!(changes.len() <= 2);
+        order.extend(
+            changes
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        has_more = page.body["has_more"].as_bool().unwrap();
+        assert_eq!(has_more, order.len() < 5, "has_more only while rows remain");
+        cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+        assert!(order.len() <= 5, "a row delivered twice: {order:?}");
+    }
+    let mut sorted = order.clone();
+    sorted.sort();
+    let mut expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    expected.sort();
+    assert_eq!(sorted, expected, "every task, the deleted one included");
+    assert_eq!(
+        order.last().unwrap(),
+        &ids[4].to_string(),
+        "the delete came last"
+    );
+
+    let end = stack.changes(&cursor, None).await.body;
+    assert_eq!(end["changes"], json!([]));
+    assert_eq!(end["has_more"], false);
+    assert_eq!(
+        end["next_cursor"],
+        cursor.as_str(),
+        "an empty page keeps the cursor"
+    );
+    let again = stack.changes("", Some(1000)).await.body;
+    let replay: Vec<&str> = again["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(replay, order, "the same order every time");
+
+    // A task changed again moves past the cursor.
+    stack
+        .push(&[update(
+            ids[0],
+            json!({"completed": true}),
+            t0 + Delta::minutes(2),
+        )])
+        .await;
+    stack.feed_caught_up().await;
+    let next = stack.changes(&cursor, None).await.body;
+    assert_eq!(next["changes"].as_array().unwrap().len(), 1);
+    assert_eq!(next["changes"][0]["id"], ids[0].to_string());
+    assert_eq!(next["changes"][0]["completed"], true);
+
+    for (query, name) in [
+        ("since=abc", "since"),
+        ("since=0a1b2c", "since"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=-3", "limit"),
+        ("limit=ten", "limit"),
+    ] {
+        let reply = stack.get(&format!("/changes?{query}")).await;
+        assert_eq!(reply.status, 400, "{query}: {reply:?}");
+        let message = reply.error_message("/api/changes");
+        assert!(
+            message.starts_with(&format!("{name}: ")),
+            "{query}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_feed_never_skips_a_change_that_commits_after_a_later_one() {
+    let stack = TestStack::start().await;
+    let pool = db::pool(&stack.settings.database_url, 4).unwrap();
+    let (held, later) = (Uuid::new_v4(), Uuid::new_v4());
+    apply_batch(
+        &pool,
+        &[
+            op(held, OpKind::Create, title("held v1")),
+            op(later, OpKind::Create, title("later v1")),
+        ],
+    )
+    .await
+    .unwrap();
+    stack.feed_caught_up().await;
+    let mut device = Device::new();
+    assert_eq!(device.pull(&stack, None).await, 2);
+    let mut naive = (String::from("0"), Uuid::nil());
+    assert_eq!(naive_page(&pool, &mut naive).await.len(), 2);
+
+    // Writer A takes its transaction id and changes `held`, but has not committed. Writer B
+    // starts after it, so it gets a later id, and commits first.
+    let a = hold_a_change(&pool, held, "held v2").await;
+    apply_batch(&pool, &[op(later, OpKind::Update, title("later v2"))])
+        .await
+        .unwrap();
+
+    // A naive reader takes B's change and moves its cursor past A's transaction id.
+    assert_eq!(
+        naive_page(&pool, &mut naive).await,
+        [(later, "later v2".to_string())]
+    );
+    // The feed holds B's change back while A, which started before it, is still open.
+    assert_eq!(device.pull(&stack, None).await, 0);
+
+    a.batch_execute("COMMIT").await.unwrap();
+    stack.feed_caught_up().await;
+    // A's change now sorts behind the naive cursor: that reader never sees it.
+    assert_eq!(naive_page(&pool, &mut naive).await, []);
+    // The feed delivers both, in commit-horizon order.
+    assert_eq!(device.pull(&stack, None).await, 2);
+    assert_eq!(device.tasks[&held.to_string()]["title"], "held v2");
+    assert_eq!(device.tasks[&later.to_string()]["title"], "later v2");
+    assert_eq!(device.tasks, stack.server_tasks().await);
+}
+
+#[tokio::test]
+async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_of_every_task() {
+    let stack = TestStack::start().await;
+    let pool = db::pool(&stack.settings.database_url, 12).unwrap();
+    let tasks: Vec<Uuid> = (0..24).map(|_| Uuid::new_v4()).collect();
+    let held = Uuid::new_v4();
+    let mut seed: Vec<Operation> = tasks
+        .iter()
+        .map(|t| op(*t, OpKind::Create, title("v0")))
+        .collect();
+    seed.push(op(held, OpKind::Create, title("held v1")));
+    apply_batch(&pool, &seed).await.unwrap();
+
+    // Counts the holder waits on: writer commits, and pages the reader has read.
+    let commits = Arc::new(watch::Sender::new(0u64));
+    let pages = Arc::new(watch::Sender::new(0u64));
+    let finished = Arc::new(AtomicBool::new(false));
+
+    // One transaction stays open while others commit after it and the reader pages past them.
+    let a = hold_a_change(&pool, held, "held v2").await;
+    let holder = {
+        let (mut commits, mut pages) = (commits.subscribe(), pages.subscribe());
+        tokio::spawn(async move {
+            let c = *commits.borrow_and_update();
+            tokio::time::timeout(PATIENCE, commits.wait_for(|n| *n >= c + 10))
+                .await
+                .expect("writers stalled")
+                .unwrap();
+            let p = *pages.borrow_and_update();
+            tokio::time::timeout(PATIENCE, pages.wait_for(|n| *n >= p + 3))
+                .await
+                .expect("reader stalled")
+                .unwrap();
+            a.batch_execute("COMMIT").await.unwrap();
+        })
+    };
+    let writers: Vec<_> = (0..6u64)
+        .map(|w| {
+            let (pool, tasks, commits) = (pool.clone(), tasks.clone(), commits.clone());
+            tokio::spawn(async move {
+                let mut x = w * 7919 + 17;
+                let mut next = |n: u64| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (x >> 33) % n
+                };
+                for round in 0..15 {
+                    let batch: Vec<Operation> = (0..1 + next(4))
+                        .map(|_| {
+                            let task = tasks[next(tasks.len() as u64) as usize];
+                            match next(4) {
+                                0 => op(task, OpKind::Delete, OperationFields::default()),
+                                1 => op(
+                                    task,
+                                    OpKind::Update,
+                                    OperationFields {
+                                        completed: Some(round % 2 == 0),
+                                        ..Default::default()
+                                    },
+                                ),
+                                _ => op(task, OpKind::Update, title(&format!("w{w} r{round}"))),
+                            }
+                        })
+                        .collect();
+                    apply_batch(&pool, &batch).await.unwrap();
+                    commits.send_modify(|n| *n += 1);
+                }
+            })
+        })
+        .collect();
+    let all_done = {
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            for writer in writers {
+                writer.await.unwrap();
+            }
+            holder.await.unwrap();
+            finished.store(true, Ordering::SeqCst);
+        })
+    };
+
+    // Read the feed, as a device would, and a naive feed beside it, until the writers are done
+    // and the feed has nothing more.
+    let mut device = Device::new();
+    let mut naive_cursor = (String::from("0"), Uuid::nil());
+    let mut naive: BTreeMap<Uuid, String> = BTreeMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "the feed did not settle");
+        let done = finished.load(Ordering::SeqCst);
+        if done {
+            // From here every change has committed; wait until no transaction anywhere holds
+            // the horizon below them, so that an empty page means the feed claims completeness.
+            stack.feed_caught_up().await;
+        }
+        let (rows, has_more) = device.pull_page(&stack, Some(7)).await;
+        pages.send_modify(|n| *n += 1);
+        naive.extend(naive_page(&pool, &mut naive_cursor).await);
+        if done && rows == 0 && !has_more {
+            break;
+        }
+    }
+    all_done.await.unwrap();
+    loop {
+        let page = naive_page(&pool, &mut naive_cursor).await;
+        if page.is_empty() {
+            break;
+        }
+        naive.extend(page);
+    }
+
+    let server = stack.server_tasks().await;
+    assert_eq!(server.len(), 25);
+    assert_eq!(
+        device.tasks, server,
+        "the feed saw the final state of every task"
+    );
+    assert_eq!(server[&held.to_string()]["title"], "held v2");
+    assert_eq!(
+        naive[&held], "held v1",
+        "a naive cursor misses the change that committed late (the trap this test guards)"
+    );
+}
