@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration as Delta, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tasksync_shared::model::to_db_precision;
+use tasksync_shared::{OpKind, Operation, OperationFields, model::to_db_precision};
 use tasksync_tests::{
     TestStack,
     sync_client::{Device, create, delete, op_id, statuses, update},
@@ -571,4 +571,50 @@ async fn a_push_the_broker_does_not_accept_is_a_503_for_the_whole_batch() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     assert_eq!(stack.list_tasks().await.body, json!([]));
+}
+
+#[tokio::test]
+async fn another_users_task_id_is_an_error_that_reveals_nothing_and_stays_out_of_the_feed() {
+    let stack = TestStack::start().await;
+    // Users do not exist in the api yet: put another user's task in place through the worker.
+    let at = to_db_precision(an_hour_ago());
+    let theirs = Operation {
+        op_id: Uuid::new_v4(),
+        task_id: Uuid::new_v4(),
+        user_id: "mallory".into(),
+        kind: OpKind::Create,
+        fields: OperationFields {
+            title: Some("private".into()),
+            ..Default::default()
+        },
+        stamped_at: at,
+        received_at: at,
+    };
+    sync_worker::apply::apply_batch(&stack.db, std::slice::from_ref(&theirs))
+        .await
+        .unwrap();
+
+    let mine = update(
+        theirs.task_id,
+        json!({"title": "mine now"}),
+        Utc::now() - Delta::minutes(1),
+    );
+    let reply = stack.push(std::slice::from_ref(&mine)).await;
+    assert_eq!(statuses(&reply), ["error"]);
+    let slot = &reply.body["processed_items"][0];
+    assert_eq!(slot["error"], "task not found");
+    assert_eq!(slot["resolved_data"], Value::Null);
+    assert_eq!(slot["server_id"], Value::Null);
+
+    let recorded = stack.operation(&op_id(&mine)).await.body;
+    assert_eq!(recorded["status"], "error");
+    assert_eq!(recorded["last_error"], "task not found");
+    assert_eq!(recorded["resolved_data"], Value::Null);
+    assert_eq!(stack.operation(&theirs.op_id.to_string()).await.status, 404);
+    stack.feed_caught_up().await;
+    assert_eq!(Device::new().pull(&stack, None).await, 0, "not in my feed");
+    assert_eq!(
+        stack.stored(theirs.task_id).await.unwrap().3.as_deref(),
+        Some("private")
+    );
 }
