@@ -71,12 +71,18 @@ pub enum Mode {
 /// Writes `writes_per_device` times from each of `devices` devices, each on its own tasks,
 /// spreading requests over `bases` (api base URLs ending in `/api`). A write is retried until
 /// acknowledged (bounded), as an offline client would.
-pub async fn drive(bases: &[String], devices: usize, writes_per_device: usize, mode: Mode) -> Ledger {
+pub async fn drive(
+    bases: &[String],
+    devices: usize,
+    writes_per_device: usize,
+    mode: Mode,
+) -> Ledger {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap();
-    let runs = (0..devices).map(|d| device(http.clone(), bases.to_vec(), d, writes_per_device, mode));
+    let runs =
+        (0..devices).map(|d| device(http.clone(), bases.to_vec(), d, writes_per_device, mode));
     let mut ledger = Ledger::default();
     for part in futures_util::future::join_all(runs).await {
         ledger.writes += part.writes;
@@ -88,7 +94,13 @@ pub async fn drive(bases: &[String], devices: usize, writes_per_device: usize, m
     ledger
 }
 
-async fn device(http: reqwest::Client, bases: Vec<String>, d: usize, writes: usize, mode: Mode) -> Ledger {
+async fn device(
+    http: reqwest::Client,
+    bases: Vec<String>,
+    d: usize,
+    writes: usize,
+    mode: Mode,
+) -> Ledger {
     let mut ledger = Ledger::default();
     let mut tasks = [Uuid::new_v4(), Uuid::new_v4()];
     let mut created = [false, false];

@@ -41,7 +41,8 @@ struct State {
 pub struct FaultyProxy {
     pub port: u16,
     state: Arc<State>,
-    accept: JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Waits until forwarding is allowed; false when the connection must be dropped.
@@ -69,42 +70,61 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
 }
 
 impl FaultyProxy {
-    /// Starts forwarding 127.0.0.1:`port` to `target`.
+    /// Starts forwarding 127.0.0.1:`port` to `target`. The proxy runs on its own thread and
+    /// runtime, so that it keeps forwarding while the test's runtime is blocked (for instance in
+    /// a `Drop` that cleans up through it).
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
             mode: watch::channel(Mode::Up).0,
             refused: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
         });
         let shared = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                if *shared.mode.borrow() == Mode::Cut {
-                    shared.refused.fetch_add(1, Ordering::SeqCst);
-                    drop(inbound);
-                    continue;
-                }
-                let mode = shared.mode.subscribe();
-                let forward = tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else {
-                        return;
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                loop {
+                    let inbound = tokio::select! {
+                        _ = &mut stopped => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok((inbound, _)) => inbound,
+                            Err(_) => return,
+                        },
                     };
-                    let (in_read, in_write) = inbound.into_split();
-                    let (out_read, out_write) = outbound.into_split();
-                    tokio::select! {
-                        () = pipe(in_read, out_write, mode.clone()) => {}
-                        () = pipe(out_read, in_write, mode) => {}
+                    if *shared.mode.borrow() == Mode::Cut {
+                        shared.refused.fetch_add(1, Ordering::SeqCst);
+                        drop(inbound);
+                        continue;
                     }
-                });
-                shared.connections.lock().unwrap().push(forward);
-            }
+                    let mode = shared.mode.subscribe();
+                    let forward = tokio::spawn(async move {
+                        let Ok(outbound) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::select! {
+                            () = pipe(in_read, out_write, mode.clone()) => {}
+                            () = pipe(out_read, in_write, mode) => {}
+                        }
+                    });
+                    shared.connections.lock().unwrap().push(forward);
+                }
+            });
         });
+        let port = port_rx.recv().unwrap();
         Self {
             port,
             state,
-            accept,
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
@@ -134,9 +154,14 @@ impl FaultyProxy {
 
 impl Drop for FaultyProxy {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         for connection in self.state.connections.lock().unwrap().drain(..) {
             connection.abort();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

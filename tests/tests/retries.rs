@@ -418,7 +418,9 @@ async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
     ));
     stack.stop_worker().await;
     stack.start_worker().await;
-    let before = stack.create_task(json!({"title": "before the outage"})).await;
+    let before = stack
+        .create_task(json!({"title": "before the outage"}))
+        .await;
     let before: Uuid = before.body["id"].as_str().unwrap().parse().unwrap();
     stack
         .eventually("the first write applies", || async {
