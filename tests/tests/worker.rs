@@ -201,6 +201,18 @@ async fn an_operation_on_another_users_task_is_rejected_without_revealing_it() {
     let stored = stack.stored(task).await.unwrap();
     assert_eq!(stored.3.as_deref(), Some("mine"));
     assert!(!stored.2);
+
+    // Replaying someone else's op id reveals neither its outcome nor the task.
+    let mine = op(task, OpKind::Update, Utc::now() + Delta::seconds(3), done());
+    apply_batch(&stack.db, std::slice::from_ref(&mine))
+        .await
+        .unwrap();
+    let mut stolen = mine.clone();
+    stolen.user_id = "mallory".into();
+    let report = &apply_batch(&stack.db, &[stolen]).await.unwrap()[0];
+    assert_eq!(report.status, OutcomeStatus::Error);
+    assert_eq!(report.error.as_deref(), Some(NOT_FOUND));
+    assert!(report.task.is_none());
 }
 
 #[tokio::test]

@@ -184,16 +184,32 @@ pub async fn apply_attempts(
     storage::resolve_failures(&tx, &decided_now).await?;
     tx.commit().await?;
 
-    let mut tasks: HashMap<Uuid, Task> = locked
+    // Tasks by id, with their owner: a report shows a task only to its owner.
+    let mut tasks: HashMap<Uuid, (String, Task)> = locked
         .into_iter()
         .filter(|(id, row)| !row.inserted || written.contains(id))
-        .map(|(id, row)| (id, row.task))
+        .map(|(id, row)| (id, (row.user_id, row.task)))
         .collect();
-    tasks.extend(saved.into_iter().map(|t| (t.id, t)));
+    for task in saved {
+        if let Some(entry) = tasks.get_mut(&task.id) {
+            entry.1 = task;
+        }
+    }
 
+    // An op id someone else already used reveals nothing of their operation.
+    let pusher: HashMap<Uuid, &str> = ops
+        .iter()
+        .map(|op| (op.op_id, op.user_id.as_str()))
+        .collect();
     let mut outcome: HashMap<Uuid, (OutcomeStatus, Option<String>)> = decided
         .into_iter()
-        .map(|(id, d)| (id, (d.status, d.error)))
+        .map(|(id, d)| {
+            if pusher.get(&id) == Some(&d.user_id.as_str()) {
+                (id, (d.status, d.error))
+            } else {
+                (id, (OutcomeStatus::Error, Some(NOT_FOUND.to_string())))
+            }
+        })
         .collect();
     outcome.extend(
         decisions
@@ -208,9 +224,10 @@ pub async fn apply_attempts(
                 .get(&op.op_id)
                 .cloned()
                 .unwrap_or((OutcomeStatus::Error, Some("undecided".into())));
-            let task = (status != OutcomeStatus::Error)
-                .then(|| tasks.get(&op.task_id).cloned())
-                .flatten();
+            let task = tasks
+                .get(&op.task_id)
+                .filter(|(owner, _)| status != OutcomeStatus::Error && *owner == op.user_id)
+                .map(|(_, task)| task.clone());
             OutcomeReport {
                 op_id: op.op_id,
                 task_id: op.task_id,

@@ -93,6 +93,8 @@ pub async fn lock_tasks(
 pub struct Decided {
     pub status: OutcomeStatus,
     pub error: Option<String>,
+    /// Who pushed the operation that was decided.
+    pub user_id: String,
 }
 
 /// The operations of `op_ids` that the log already holds.
@@ -102,7 +104,7 @@ pub async fn decided_operations(
 ) -> Result<HashMap<Uuid, Decided>, tokio_postgres::Error> {
     let rows = tx
         .query(
-            "SELECT op_id, outcome, last_error FROM operations WHERE op_id = ANY($1)",
+            "SELECT op_id, outcome, last_error, user_id FROM operations WHERE op_id = ANY($1)",
             &[&op_ids],
         )
         .await?;
@@ -114,6 +116,7 @@ pub async fn decided_operations(
                 Decided {
                     status: OutcomeStatus::from_db(status),
                     error: row.try_get(2)?,
+                    user_id: row.try_get(3)?,
                 },
             ))
         })
