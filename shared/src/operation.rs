@@ -151,10 +151,25 @@ pub struct OutcomeReport {
     pub status: OutcomeStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why an `error` outcome can never apply, when the worker knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
     /// The task after the operation (the winning state on a conflict); absent when the
     /// operation was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+}
+
+/// The class of an `error` outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// The operation breaks a field rule.
+    Invalid,
+    /// The task is not the caller's (it says no more than "not found").
+    NotFound,
+    /// Every attempt failed; the operation is parked for operators.
+    Failed,
 }
 
 /// Outcomes of one applied batch for one api instance.

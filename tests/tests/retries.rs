@@ -469,3 +469,21 @@ async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
     assert_eq!(failures, 0);
     assert_eq!(stack.list_tasks().await.body.as_array().unwrap().len(), 6);
 }
+
+#[tokio::test]
+async fn a_rest_write_parked_within_the_wait_answers_500_naming_the_failure() {
+    let faults = Arc::new(ScriptedFaults::default());
+    let stack = TestStack::start_with_faults(short_delays([10, 10, 10]), faults.clone()).await;
+    let created = stack.create_task(json!({"title": "t"})).await;
+    let task = created.body["id"].as_str().unwrap().to_string();
+    faults.fail(task.parse().unwrap(), Failing::Always);
+
+    let reply = stack.update_task(&task, json!({"title": "never"})).await;
+    assert_eq!(reply.status, 500, "{reply:?}");
+    let message = reply.error_message(&format!("/api/tasks/{task}"));
+    assert!(
+        message.contains("parked for operators") && message.contains("failed 4 attempts"),
+        "{message}"
+    );
+    assert_eq!(stack.get_task(&task).await.body["sync_status"], "error");
+}

@@ -10,6 +10,7 @@
 //! | `PayloadTooLarge` | 413 |
 //! | `UnsupportedMediaType` | 415 |
 //! | `Unavailable` | 503 with `Retry-After`, names the dependency |
+//! | `OperationFailed` | 500: the worker tried every attempt and parked the operation |
 //! | `Internal` | 500, logged with its cause chain; the body says nothing more |
 
 use axum::{
@@ -37,6 +38,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    OperationFailed(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -54,6 +57,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OperationFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -10,6 +10,7 @@ use tasksync_shared::{
     Operation, OutcomeReport, OutcomeStatus, Task,
     db::{is_transient, pool_error_is_transient},
     merge::Write,
+    operation::Rejection,
     validate,
 };
 use uuid::Uuid;
@@ -135,8 +136,12 @@ pub async fn apply_attempts(
         if decided.contains_key(&op.op_id) || !seen.insert(op.op_id) {
             continue;
         }
-        let (status, error) = if let Some(reason) = invalid.get(&op.op_id) {
-            (OutcomeStatus::Error, Some(reason.clone()))
+        let (status, error, rejection) = if let Some(reason) = invalid.get(&op.op_id) {
+            (
+                OutcomeStatus::Error,
+                Some(reason.clone()),
+                Some(Rejection::Invalid),
+            )
         } else {
             match locked.get_mut(&op.task_id) {
                 Some(row) if row.user_id == op.user_id => {
@@ -150,12 +155,16 @@ pub async fn apply_attempts(
                         changed.insert(op.task_id);
                     }
                     if merged.won_all {
-                        (OutcomeStatus::Success, None)
+                        (OutcomeStatus::Success, None, None)
                     } else {
-                        (OutcomeStatus::Conflict, None)
+                        (OutcomeStatus::Conflict, None, None)
                     }
                 }
-                _ => (OutcomeStatus::Error, Some(NOT_FOUND.to_string())),
+                _ => (
+                    OutcomeStatus::Error,
+                    Some(NOT_FOUND.to_string()),
+                    Some(Rejection::NotFound),
+                ),
             }
         };
         let attempts = attempt_of.get(&op.op_id).map_or(1, |a| a.number);
@@ -163,6 +172,7 @@ pub async fn apply_attempts(
             op,
             status,
             error,
+            rejection,
             attempts,
         });
     }
@@ -201,29 +211,36 @@ pub async fn apply_attempts(
         .iter()
         .map(|op| (op.op_id, op.user_id.as_str()))
         .collect();
-    let mut outcome: HashMap<Uuid, (OutcomeStatus, Option<String>)> = decided
+    type Decided = (OutcomeStatus, Option<String>, Option<Rejection>);
+    let mut outcome: HashMap<Uuid, Decided> = decided
         .into_iter()
         .map(|(id, d)| {
             if pusher.get(&id) == Some(&d.user_id.as_str()) {
-                (id, (d.status, d.error))
+                (id, (d.status, d.error, None))
             } else {
-                (id, (OutcomeStatus::Error, Some(NOT_FOUND.to_string())))
+                let not_found = (
+                    OutcomeStatus::Error,
+                    Some(NOT_FOUND.to_string()),
+                    Some(Rejection::NotFound),
+                );
+                (id, not_found)
             }
         })
         .collect();
     outcome.extend(
         decisions
             .into_iter()
-            .map(|d| (d.op.op_id, (d.status, d.error))),
+            .map(|d| (d.op.op_id, (d.status, d.error, d.rejection))),
     );
 
     Ok(ops
         .iter()
         .map(|op| {
-            let (status, error) = outcome
-                .get(&op.op_id)
-                .cloned()
-                .unwrap_or((OutcomeStatus::Error, Some("undecided".into())));
+            let (status, error, rejection) = outcome.get(&op.op_id).cloned().unwrap_or((
+                OutcomeStatus::Error,
+                Some("undecided".into()),
+                None,
+            ));
             let task = tasks
                 .get(&op.task_id)
                 .filter(|(owner, _)| status != OutcomeStatus::Error && *owner == op.user_id)
@@ -233,6 +250,7 @@ pub async fn apply_attempts(
                 task_id: op.task_id,
                 status,
                 error,
+                rejection,
                 task,
             }
         })

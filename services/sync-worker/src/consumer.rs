@@ -30,7 +30,7 @@ use tasksync_shared::{
     amqp::Backoff,
     config::QueueType,
     failure::{self, header},
-    operation::{ReplyBatch, SCHEMA_VERSION},
+    operation::{Rejection, ReplyBatch, SCHEMA_VERSION},
     shutdown::stopped,
     topology::Topology,
 };
@@ -415,6 +415,7 @@ async fn park(
             task_id: op.task_id,
             status: OutcomeStatus::Error,
             error: Some(reason.to_string()),
+            rejection: Some(Rejection::Failed),
             task: None,
         };
         reply(ctx, reply_to.as_str(), vec![report]).await?;

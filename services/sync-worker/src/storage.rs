@@ -9,6 +9,7 @@ use tasksync_shared::{
     Operation, OutcomeStatus, Task,
     merge::{Register, Stamp, TaskState},
     model::TASK_COLUMNS,
+    operation::Rejection,
 };
 use uuid::Uuid;
 
@@ -253,6 +254,8 @@ pub struct Decision<'a> {
     pub op: &'a Operation,
     pub status: OutcomeStatus,
     pub error: Option<String>,
+    /// Why an `error` can never apply (reported, not stored).
+    pub rejection: Option<Rejection>,
     /// 1 for the first try.
     pub attempts: u32,
 }

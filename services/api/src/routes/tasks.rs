@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use tasksync_shared::{
     OpKind, Operation, OperationFields, OutcomeReport, OutcomeStatus, SyncStatus, Task,
-    model::to_db_precision, operation::present, validate,
+    model::to_db_precision, operation::Rejection, operation::present, validate,
 };
 use uuid::Uuid;
 
@@ -240,10 +240,16 @@ fn decided(kind: OpKind, report: OutcomeReport) -> Result<Response, ApiError> {
         )),
         (_, _) => {
             let reason = report.error.unwrap_or_else(|| "rejected".into());
-            Err(match kind {
-                OpKind::Create => ApiError::Conflict(format!("task cannot be created: {reason}")),
-                _ if reason == "task not found" => ApiError::task_not_found(),
-                _ => ApiError::BadRequest(reason),
+            Err(match (report.rejection, kind) {
+                (Some(Rejection::Invalid), _) => ApiError::BadRequest(reason),
+                (Some(Rejection::NotFound), OpKind::Create) => {
+                    ApiError::Conflict("this task id is not available".into())
+                }
+                (Some(Rejection::NotFound), _) => ApiError::task_not_found(),
+                (Some(Rejection::Failed), _) => ApiError::OperationFailed(format!(
+                    "the operation failed and was parked for operators: {reason}"
+                )),
+                (None, _) => ApiError::Conflict(format!("operation rejected: {reason}")),
             })
         }
     }
