@@ -7,6 +7,7 @@
 
 pub mod faults;
 pub mod load;
+pub mod ops;
 pub mod processes;
 pub mod proxy;
 pub mod rabbit_node;
@@ -52,6 +53,20 @@ impl Running {
             .expect("service did not stop in time")
             .expect("service task panicked")
             .expect("service returned an error");
+    }
+}
+
+/// An api started by [`TestStack::spawn_api`].
+#[derive(Debug)]
+pub struct ExtraApi {
+    pub base: String,
+    running: Running,
+}
+
+impl ExtraApi {
+    /// Stops it gracefully; fails the test if it does not stop cleanly.
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 }
 
@@ -182,6 +197,21 @@ impl TestStack {
             self.queue_consumers(&self.topology().work_queue()).await > 0
         })
         .await;
+    }
+
+    /// Starts one more api, configured by `settings`, next to the stack's own; for replicas or
+    /// for an api whose dependencies are missing. Returns its base URL and its stop switch.
+    pub async fn spawn_api(&self, settings: Settings) -> ExtraApi {
+        let app = api::Application::build(settings).await.expect("build api");
+        let base = format!("http://127.0.0.1:{}/api", app.port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        ExtraApi {
+            base,
+            running: Running { stop, task },
+        }
     }
 
     /// Stops the worker gracefully and waits until it has let go of the queue.

@@ -381,12 +381,8 @@ async fn without_a_broker_writes_answer_503_and_ready_names_it() {
     let mut settings = stack.settings.clone();
     // Nothing listens on port 1.
     settings.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
-    let app = api::Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}/api", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let extra = stack.spawn_api(settings).await;
+    let base = extra.base.clone();
 
     let ready = stack
         .http
@@ -424,6 +420,5 @@ async fn without_a_broker_writes_answer_503_and_ready_names_it() {
         .unwrap();
     assert_eq!(list.status(), 200);
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    extra.stop().await;
 }

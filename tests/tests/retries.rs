@@ -14,15 +14,15 @@ use reqwest::Method;
 use serde_json::json;
 use sync_worker::consumer::CRASH_LIMIT;
 use tasksync_shared::{
-    OpKind, Operation, OperationFields,
+    OpKind, Operation,
     config::QueueType,
     failure::{self, header},
-    model::to_db_precision,
     topology::{DELIVERY_LIMIT, routing_key},
 };
 use tasksync_tests::{
     TestStack,
     faults::{Failing, ScriptedFaults},
+    ops::{operation, title},
     proxy::FaultyProxy,
 };
 use uuid::Uuid;
@@ -214,6 +214,15 @@ async fn an_operation_that_always_fails_is_tried_four_times_with_growing_delays_
     );
 }
 
+/// Hands a delivery back to its queue, as a consumer that gives up on it does.
+async fn requeue(acker: &lapin::Acker) {
+    let options = BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
+    acker.nack(options).await.unwrap();
+}
+
 /// Takes one message off a queue and returns it to the queue (a peek).
 async fn get_one(stack: &TestStack, queue: &str) -> Option<lapin::message::BasicGetMessage> {
     let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "test-peek")
@@ -225,14 +234,7 @@ async fn get_one(stack: &TestStack, queue: &str) -> Option<lapin::message::Basic
         .await
         .unwrap();
     if let Some(m) = &message {
-        m.delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await
-            .unwrap();
+        requeue(&m.delivery.acker).await;
     }
     connection.close(200, "done".into()).await.unwrap();
     message
@@ -263,19 +265,7 @@ async fn a_poison_message_is_parked_with_its_reason_and_a_failure_record() {
 }
 
 fn op_message(task: Uuid) -> Operation {
-    let now = to_db_precision(chrono::Utc::now());
-    Operation {
-        op_id: Uuid::new_v4(),
-        task_id: task,
-        user_id: "default".into(),
-        kind: OpKind::Create,
-        fields: OperationFields {
-            title: Some("loop".into()),
-            ..Default::default()
-        },
-        stamped_at: now,
-        received_at: now,
-    }
+    operation(task, OpKind::Create, chrono::Utc::now(), title("loop"))
 }
 
 /// Publishes with confirms, with the given headers.
@@ -326,15 +316,7 @@ async fn crash_on(stack: &TestStack, times: usize) -> usize {
             .unwrap();
         let Some(message) = message else { break };
         seen += 1;
-        message
-            .delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await
-            .unwrap();
+        requeue(&message.delivery.acker).await;
     }
     connection.close(200, "done".into()).await.unwrap();
     seen

@@ -545,12 +545,8 @@ async fn a_push_the_broker_does_not_accept_is_a_503_for_the_whole_batch() {
     let mut settings = stack.settings.clone();
     // Nothing listens on port 1.
     settings.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
-    let app = api::Application::build(settings).await.unwrap();
-    let url = format!("http://127.0.0.1:{}/api/batch", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let extra = stack.spawn_api(settings).await;
+    let url = format!("{}/batch", extra.base);
 
     let items = [create(Uuid::new_v4(), "not accepted", an_hour_ago())];
     let reply = stack
@@ -568,8 +564,7 @@ async fn a_push_the_broker_does_not_accept_is_a_503_for_the_whole_batch() {
         "{body}"
     );
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    extra.stop().await;
     assert_eq!(stack.list_tasks().await.body, json!([]));
 }
 

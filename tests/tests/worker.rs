@@ -2,42 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chrono::{DateTime, Duration as Delta, Utc};
+use chrono::{Duration as Delta, Utc};
 use serde_json::json;
 use sync_worker::apply::{NOT_FOUND, apply_batch};
-use tasksync_shared::{
-    OpKind, Operation, OperationFields, OutcomeStatus, model::to_db_precision,
-    topology::routing_key,
+use tasksync_shared::{OpKind, Operation, OperationFields, OutcomeStatus, topology::routing_key};
+use tasksync_tests::{
+    TestStack,
+    ops::{done, operation as op, title},
 };
-use tasksync_tests::TestStack;
 use uuid::Uuid;
-
-fn op(task: Uuid, kind: OpKind, at: DateTime<Utc>, fields: OperationFields) -> Operation {
-    let at = to_db_precision(at);
-    Operation {
-        op_id: Uuid::new_v4(),
-        task_id: task,
-        user_id: "default".into(),
-        kind,
-        fields,
-        stamped_at: at,
-        received_at: at,
-    }
-}
-
-fn title(t: &str) -> OperationFields {
-    OperationFields {
-        title: Some(t.into()),
-        ..Default::default()
-    }
-}
-
-fn done() -> OperationFields {
-    OperationFields {
-        completed: Some(true),
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn an_operation_delivered_twice_is_applied_once() {

@@ -20,36 +20,19 @@ use chrono::{Duration as Delta, Utc};
 use deadpool_postgres::{Object, Pool};
 use serde_json::json;
 use sync_worker::apply::apply_batch;
-use tasksync_shared::{OpKind, Operation, OperationFields, db, model::to_db_precision};
+use tasksync_shared::{OpKind, Operation, OperationFields, db};
 use tasksync_tests::{
     PATIENCE, TestStack,
+    ops::{operation, title},
     sync_client::{Device, create, delete, update},
 };
 use tokio::sync::watch;
 use uuid::Uuid;
 
 fn op(task: Uuid, kind: OpKind, fields: OperationFields) -> Operation {
-    let at = to_db_precision(Utc::now());
-    Operation {
-        op_id: Uuid::new_v4(),
-        task_id: task,
-        user_id: "default".into(),
-        kind,
-        fields,
-        stamped_at: at,
-        received_at: at,
-    }
+    operation(task, kind, Utc::now(), fields)
 }
 
-fn title(t: &str) -> OperationFields {
-    OperationFields {
-        title: Some(t.into()),
-        ..Default::default()
-    }
-}
-
-/// Begins a transaction that changes `task`'s title the way the worker writes a task
-/// (`change_xid = pg_current_xact_id()`) and leaves it open.
 async fn hold_a_change(pool: &Pool, task: Uuid, new_title: &str) -> Object {
     let client = pool.get().await.unwrap();
     client.batch_execute("BEGIN").await.unwrap();
