@@ -19,11 +19,11 @@ RUN cargo chef prepare --recipe-path recipe.json
 # --- builder: dependencies first (cached while recipe.json is unchanged), then the binaries ---
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json -p api -p sync-worker
+RUN cargo chef cook --release --locked --recipe-path recipe.json -p api -p sync-worker -p taskctl
 COPY . .
-RUN cargo build --release --locked -p api -p sync-worker \
+RUN cargo build --release --locked -p api -p sync-worker -p taskctl \
     && mkdir -p /out \
-    && cp target/release/api target/release/sync-worker /out/
+    && cp target/release/api target/release/sync-worker target/release/taskctl /out/
 
 # --- runtime: just the binaries, CA certificates and an unprivileged user ----------------------
 FROM debian:bookworm-slim AS runtime
@@ -32,7 +32,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 tasksync \
     && useradd --system --uid 10001 --gid tasksync --no-create-home --shell /usr/sbin/nologin tasksync
-COPY --from=builder /out/api /out/sync-worker /usr/local/bin/
+COPY --from=builder /out/api /out/sync-worker /out/taskctl /usr/local/bin/
 USER 10001:10001
 ENV RUST_LOG=info \
     HOST=0.0.0.0 \
