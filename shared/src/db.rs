@@ -29,9 +29,15 @@ pub enum DbSetupError {
 
 fn config(url: &str) -> Result<Config, DbSetupError> {
     let mut config = Config::from_str(url).map_err(DbSetupError::Url)?;
+    // A path to Postgres that goes silent must end in an error, not a hang: keepalives notice
+    // an idle connection in about 25 s, the user timeout a connection with data in flight in
+    // 30 s; the error then counts as "database unavailable" (wait, spend no attempt).
     config
         .connect_timeout(Duration::from_secs(5))
         .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30))
         .application_name("tasksync");
     Ok(config)
 }
