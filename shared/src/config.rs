@@ -39,6 +39,9 @@ pub struct Settings {
     pub body_limit: usize,
     /// `MAX_BATCH_ITEMS`: most items one `/api/batch` or `/api/sync` request may carry.
     pub max_batch_items: usize,
+    /// `DB_TIMEOUT_MS`: longest wait for one database round (a read, a batch transaction)
+    /// before the database counts as unavailable.
+    pub db_timeout: Duration,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -60,6 +63,7 @@ impl Default for Settings {
             db_pool_size: 16,
             body_limit: 2 * 1024 * 1024,
             max_batch_items: 1_000,
+            db_timeout: Duration::from_millis(30_000),
             log_format: LogFormat::Text,
         }
     }
@@ -111,6 +115,9 @@ impl Settings {
             db_pool_size: positive(&get, "DB_POOL_SIZE")?.unwrap_or(d.db_pool_size),
             body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
             max_batch_items: positive(&get, "MAX_BATCH_ITEMS")?.unwrap_or(d.max_batch_items),
+            db_timeout: positive(&get, "DB_TIMEOUT_MS")?
+                .map(millis)
+                .unwrap_or(d.db_timeout),
             log_format: parse(&get, "LOG_FORMAT")?.unwrap_or(d.log_format),
         })
     }

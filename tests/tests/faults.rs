@@ -130,6 +130,57 @@ async fn a_database_outage_pauses_the_worker_and_the_reads_and_loses_nothing() {
     assert_eq!(failures, 0, "an outage spends no attempt");
 }
 
+#[tokio::test]
+async fn a_silent_path_to_the_database_is_noticed_and_healed() {
+    let pg = services::get().await.database_url("postgres");
+    let pg: tokio_postgres::Config = pg.parse().unwrap();
+    let pg_port = pg.get_ports().first().copied().unwrap_or(5432);
+    let proxy = FaultyProxy::start(([127, 0, 0, 1], pg_port).into()).await;
+    let proxied_port = proxy.port;
+    let stack = TestStack::start_with(|s| {
+        s.database_url = s
+            .database_url
+            .replace(&format!(":{pg_port}/"), &format!(":{proxied_port}/"));
+        s.db_timeout = Duration::from_millis(1000);
+    })
+    .await;
+
+    let base = stack.base.clone();
+    let writers =
+        tokio::spawn(async move { load::drive(&[base], 4, 30, Mode::CreateAndUpdate).await });
+    stack
+        .eventually("writes are flowing", || async {
+            logged(&stack).await >= 20
+        })
+        .await;
+    // Nothing closes: queries and connections just stop getting answers.
+    proxy.stall();
+    let started = std::time::Instant::now();
+    let read = stack.list_tasks().await;
+    assert_eq!(read.status, 503, "{read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the read gave up after {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    stack
+        .eventually("reads recover", || async {
+            stack.list_tasks().await.status == 200
+        })
+        .await;
+
+    let ledger = writers.await.unwrap();
+    report("silent database path", &ledger.check(&stack.db).await);
+    let client = stack.db.get().await.unwrap();
+    let failures: i64 = client
+        .query_one("SELECT count(*) FROM operation_failures", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 0, "a silent database spends no attempt");
+}
+
 /// Settings of a stack whose services run as child processes.
 fn process_settings(stack: &TestStack) -> Settings {
     let mut settings = stack.settings.clone();

@@ -63,7 +63,9 @@ pub async fn changes(
                 ))
             })?,
     };
-    let (page, has_more) = storage::changes_after(&state.db, &user, after, limit).await?;
+    let (page, has_more) = state
+        .db_round(storage::changes_after(&state.db, &user, after, limit))
+        .await?;
     let next = page.last().map_or(after, |(position, _)| *position);
     Ok(Json(ChangesPage {
         changes: page.into_iter().map(|(_, task)| task).collect(),

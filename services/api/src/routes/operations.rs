@@ -44,7 +44,8 @@ pub async fn operation(
     let Path(op_id) = op_id.map_err(|e| {
         ApiError::BadRequest(format!("op_id: not a valid UUID ({})", e.body_text()))
     })?;
-    let record = storage::find_operation(&state.db, &user, op_id)
+    let record = state
+        .db_round(storage::find_operation(&state.db, &user, op_id))
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(
@@ -52,7 +53,9 @@ pub async fn operation(
             )
         })?;
     // Scoped to the caller: an operation on someone else's task shows no task.
-    let task = storage::find_task(&state.db, &user, record.task_id).await?;
+    let task = state
+        .db_round(storage::find_task(&state.db, &user, record.task_id))
+        .await?;
     Ok(Json(OperationStatus {
         op_id: record.op_id,
         task_id: record.task_id,

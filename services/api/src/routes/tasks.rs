@@ -37,7 +37,9 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Task>>, ApiError> {
     Ok(Json(
-        storage::list_tasks(&state.db, &user, query.include_deleted).await?,
+        state
+            .db_round(storage::list_tasks(&state.db, &user, query.include_deleted))
+            .await?,
     ))
 }
 
@@ -46,7 +48,10 @@ pub async fn get_one(
     CurrentUser(user): CurrentUser,
     TaskId(id): TaskId,
 ) -> Result<Json<Task>, ApiError> {
-    match storage::find_task(&state.db, &user, id).await? {
+    match state
+        .db_round(storage::find_task(&state.db, &user, id))
+        .await?
+    {
         Some(task) if !task.is_deleted => Ok(Json(task)),
         _ => Err(ApiError::task_not_found()),
     }
@@ -77,7 +82,10 @@ pub async fn create(
     )?;
     let id = match body.id {
         Some(id) => {
-            match storage::find_task(&state.db, &user, id).await {
+            match state
+                .db_round(storage::find_task(&state.db, &user, id))
+                .await
+            {
                 Ok(Some(_)) => {
                     return Err(ApiError::Conflict(format!(
                         "a task with id {id} already exists"
@@ -140,7 +148,10 @@ pub async fn delete(
 
 /// The caller's task, if it exists and is not deleted.
 async fn existing(state: &AppState, user: &str, id: Uuid) -> Result<Task, ApiError> {
-    match storage::find_task(&state.db, user, id).await? {
+    match state
+        .db_round(storage::find_task(&state.db, user, id))
+        .await?
+    {
         Some(task) if !task.is_deleted => Ok(task),
         _ => Err(ApiError::task_not_found()),
     }

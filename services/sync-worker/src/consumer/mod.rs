@@ -243,7 +243,20 @@ async fn apply_or_split(
     let attempts: Vec<Attempt> = incoming.iter().map(|i| i.attempt).collect();
     let mut backoff = Backoff::new();
     loop {
-        match apply_attempts(ctx.pool, &ops, &attempts, ctx.faults).await {
+        // A database that stops answering (frozen, or a silent network path) must not hang the
+        // worker: past DB_TIMEOUT_MS it counts as unavailable, like a refused connection.
+        let applied = tokio::time::timeout(
+            ctx.settings.db_timeout,
+            apply_attempts(ctx.pool, &ops, &attempts, ctx.faults),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApplyError::Unavailable(format!(
+                "no answer within {:?}",
+                ctx.settings.db_timeout
+            )))
+        });
+        match applied {
             Ok(reports) => {
                 finish(ctx, &incoming, reports).await?;
                 return Ok(false);
