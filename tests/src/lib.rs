@@ -320,6 +320,16 @@ impl TestStack {
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
     }
 
+    /// Failure records the worker kept (attempts spent, messages parked).
+    pub async fn failure_records(&self) -> i64 {
+        let client = self.db.get().await.unwrap();
+        client
+            .query_one("SELECT count(*) FROM operation_failures", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Rows of the operation log for `task_id`: (op_id, outcome).
     pub async fn operations_of(&self, task_id: Uuid) -> Vec<(Uuid, String)> {
         let client = self.db.get().await.unwrap();
