@@ -2,13 +2,28 @@
 
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::{
+    Channel, Connection, ConnectionProperties, Queue, options::QueueDeclareOptions,
+    types::FieldTable,
+};
 
 /// Opens a connection named after the process role, so it is recognisable in the management UI.
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     let url = with_default_heartbeat(url);
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(&url, properties).await
+}
+
+/// Looks at an existing queue (ready messages, consumers) without declaring it. A missing queue
+/// is an error and closes `channel`, as AMQP does with a failed passive declare.
+pub async fn inspect_queue(channel: &Channel, name: &str) -> lapin::Result<Queue> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await
 }
 
 /// Adds `heartbeat=10` to the URL unless it sets one, so that a dead TCP path is noticed in

@@ -23,10 +23,8 @@ use deadpool_postgres::Pool;
 use lapin::{
     BasicProperties,
     options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
     },
-    types::FieldTable,
 };
 use reqwest::{Method, header::HeaderMap};
 use serde_json::Value;
@@ -350,15 +348,7 @@ impl TestStack {
             .await
             .ok()?;
         let channel = connection.create_channel().await.ok()?;
-        let queue = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        let queue = tasksync_shared::amqp::inspect_queue(&channel, queue)
             .await
             .ok();
         let _ = connection.close(200, "done".into()).await;
@@ -378,6 +368,17 @@ impl TestStack {
     /// Publishes raw bodies to the operations exchange with confirms, as a misbehaving or
     /// duplicating publisher would.
     pub async fn publish_raw(&self, routing_key: &str, bodies: &[Vec<u8>]) {
+        self.publish_raw_with(routing_key, bodies, lapin::types::FieldTable::default())
+            .await;
+    }
+
+    /// [`TestStack::publish_raw`] with message headers.
+    pub async fn publish_raw_with(
+        &self,
+        routing_key: &str,
+        bodies: &[Vec<u8>],
+        headers: lapin::types::FieldTable,
+    ) {
         let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test")
             .await
             .unwrap();
@@ -396,7 +397,9 @@ impl TestStack {
                         ..Default::default()
                     },
                     body,
-                    BasicProperties::default().with_delivery_mode(2),
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_headers(headers.clone()),
                 )
                 .await
                 .unwrap()

@@ -6,8 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use lapin::{
-    BasicProperties,
-    options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicGetOptions, BasicNackOptions},
     types::FieldTable,
 };
 use reqwest::Method;
@@ -268,34 +267,11 @@ fn op_message(task: Uuid) -> Operation {
     operation(task, OpKind::Create, chrono::Utc::now(), title("loop"))
 }
 
-/// Publishes with confirms, with the given headers.
+/// Publishes `op` as the api would, with the given headers.
 async fn publish_with_headers(stack: &TestStack, op: &Operation, headers: FieldTable) {
-    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "test")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    channel
-        .basic_publish(
-            stack.topology().ops_exchange().into(),
-            routing_key(op.kind).into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &op.encode().unwrap(),
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    connection.close(200, "done".into()).await.unwrap();
+    stack
+        .publish_raw_with(&routing_key(op.kind), &[op.encode().unwrap()], headers)
+        .await;
 }
 
 /// Receives the work queue's next message and hands it back unacknowledged, `times` times, as a

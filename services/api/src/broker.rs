@@ -366,16 +366,7 @@ impl Broker {
         let channel = link.connection.create_channel().await?;
         let mut depths = Vec::new();
         for name in self.inner.topology.queues() {
-            let queue = channel
-                .queue_declare(
-                    name.clone().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            let queue = amqp::inspect_queue(&channel, &name).await?;
             depths.push((name, queue.message_count(), queue.consumer_count()));
         }
         let _ = channel.close(200, "done".into()).await;

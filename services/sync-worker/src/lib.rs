@@ -75,7 +75,6 @@ pub async fn run_with_faults(
 /// Whether a worker of this stack is at work: the schema exists and the work queue has at least
 /// one consumer. Used as the container health check.
 pub async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
-    use lapin::{options::QueueDeclareOptions, types::FieldTable};
     let check = async {
         let pool = db::pool(&settings.database_url, 1)?;
         anyhow::ensure!(db::schema_ready(&pool).await, "database schema not ready");
@@ -83,16 +82,7 @@ pub async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
             tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-healthcheck").await?;
         let channel = connection.create_channel().await?;
         let topology = tasksync_shared::topology::Topology::from_settings(settings);
-        let queue = channel
-            .queue_declare(
-                topology.work_queue().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let queue = tasksync_shared::amqp::inspect_queue(&channel, &topology.work_queue()).await?;
         let _ = connection.close(200, "done".into()).await;
         anyhow::ensure!(
             queue.consumer_count() > 0,

@@ -10,9 +10,8 @@ use lapin::{
     message::BasicGetMessage,
     options::{
         BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-        ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
+        ConfirmSelectOptions, QueuePurgeOptions,
     },
-    types::FieldTable,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -84,15 +83,7 @@ fn parked_from_row(row: &tokio_postgres::Row) -> Result<Parked, tokio_postgres::
 async fn parking_depth(settings: &Settings) -> Option<u32> {
     let connection = amqp::connect(&settings.amqp_url, "taskctl").await.ok()?;
     let channel = connection.create_channel().await.ok()?;
-    let queue = channel
-        .queue_declare(
-            Topology::from_settings(settings).parking_queue().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let queue = amqp::inspect_queue(&channel, &Topology::from_settings(settings).parking_queue())
         .await
         .ok();
     let _ = connection.close(200, "done".into()).await;
@@ -311,15 +302,7 @@ pub async fn replay(
     let topology = Topology::from_settings(settings);
     let pool = pool(settings)?;
     let (connection, channel) = connect_confirming(settings).await?;
-    let depth = channel
-        .queue_declare(
-            topology.parking_queue().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let depth = amqp::inspect_queue(&channel, &topology.parking_queue())
         .await?
         .message_count();
     let pause = Duration::from_secs_f64(1.0 / rate.clamp(0.1, 10_000.0));

@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use anyhow::Context;
-use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde::Serialize;
 use serde_json::Value;
 use tasksync_shared::{Settings, amqp, topology::Topology};
@@ -100,13 +99,7 @@ async fn amqp_depths(settings: &Settings, topology: &Topology) -> Result<Vec<Que
         } else {
             "parking"
         };
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let declared = channel
-            .queue_declare(name.clone().into(), passive, FieldTable::default())
-            .await;
+        let declared = amqp::inspect_queue(&channel, &name).await;
         let info = match declared {
             Ok(q) => QueueInfo {
                 exists: true,
