@@ -47,6 +47,47 @@ pub mod header {
     ];
 }
 
+/// Where a failure record (`operation_failures.state`) stands. Records move
+/// `retrying → parked → replayed → resolved`, or `parked → purged`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordState {
+    /// An attempt failed; the operation waits in a delay queue for its next one.
+    Retrying,
+    /// Every attempt failed (or the message could not be read); it sits in the parking queue.
+    Parked,
+    /// `taskctl dlq replay` sent it back to the work queue.
+    Replayed,
+    /// A later attempt or the replay decided it.
+    Resolved,
+    /// `taskctl dlq purge` removed it from the parking queue.
+    Purged,
+}
+
+impl RecordState {
+    pub const ALL: [Self; 5] = [
+        Self::Retrying,
+        Self::Parked,
+        Self::Replayed,
+        Self::Resolved,
+        Self::Purged,
+    ];
+
+    /// The spelling in the `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retrying => "retrying",
+            Self::Parked => "parked",
+            Self::Replayed => "replayed",
+            Self::Resolved => "resolved",
+            Self::Purged => "purged",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
 /// Reads a string header.
 pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
     let value = properties.headers().as_ref()?.inner().get(name)?;
@@ -131,5 +172,13 @@ mod tests {
         let stripped = without_our_headers(&props);
         assert_eq!(stripped.inner().len(), 1);
         assert!(stripped.contains_key("trace-id"));
+    }
+
+    #[test]
+    fn record_states_round_trip_through_their_column_spelling() {
+        for state in RecordState::ALL {
+            assert_eq!(RecordState::from_db(state.as_str()), Some(state));
+        }
+        assert_eq!(RecordState::from_db("gone"), None);
     }
 }

@@ -143,6 +143,38 @@ impl OutcomeStatus {
     }
 }
 
+/// The status of one pushed item in a `/api/batch` or `/api/sync` answer (SPEC §3): an
+/// operation's outcome, or `pending` while it is not decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    Success,
+    Conflict,
+    Error,
+    Pending,
+}
+
+impl ItemStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Conflict => "conflict",
+            Self::Error => "error",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+impl From<OutcomeStatus> for ItemStatus {
+    fn from(status: OutcomeStatus) -> Self {
+        match status {
+            OutcomeStatus::Success => Self::Success,
+            OutcomeStatus::Conflict => Self::Conflict,
+            OutcomeStatus::Error => Self::Error,
+        }
+    }
+}
+
 /// What the worker decided about one operation, sent back to the api that published it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeReport {
