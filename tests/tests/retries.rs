@@ -8,7 +8,7 @@ use std::{
         Arc, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use lapin::{
@@ -17,7 +17,11 @@ use lapin::{
 };
 use reqwest::Method;
 use serde_json::json;
-use sync_worker::{consumer::CRASH_LIMIT, faults::FaultInjector};
+use sync_worker::{
+    consumer::CRASH_LIMIT,
+    faults::FaultInjector,
+    storage::failures::{Failure, FailureRecords, RecordError},
+};
 use tasksync_shared::{
     OpKind, Operation,
     config::QueueType,
@@ -623,5 +627,61 @@ async fn a_failure_whose_error_text_holds_a_nul_byte_is_recorded_and_parked_once
     assert_eq!(
         failure_record(&stack, &op.op_id.to_string()).await,
         Some(("parked".into(), 4, 4))
+    );
+}
+
+#[tokio::test]
+async fn recording_a_failure_gives_up_after_the_database_timeout() {
+    let stack = TestStack::start().await;
+    let config: tokio_postgres::Config = stack.settings.database_url.parse().unwrap();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = FaultyProxy::start(([127, 0, 0, 1], port).into()).await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        proxy.port,
+        config.get_dbname().unwrap()
+    );
+    let pool = tasksync_shared::db::pool(&url, 1).unwrap();
+    let timeout = Duration::from_millis(300);
+    let records = FailureRecords::new(&pool, timeout);
+    let failure = Failure {
+        message_id: "stalled-1",
+        op: None,
+        routing_key: "op.create",
+        attempt: 1,
+        at: chrono::Utc::now(),
+        error: "unreadable",
+        body: b"\x00",
+    };
+    records.retrying(&failure).await.unwrap();
+
+    // The pooled connection is open; the path to Postgres goes silent.
+    proxy.stall();
+    for parking in [false, true] {
+        let started = Instant::now();
+        let recorded = if parking {
+            records.parked(&failure).await
+        } else {
+            records.retrying(&failure).await
+        };
+        assert!(
+            matches!(recorded, Err(RecordError::Unavailable(_))),
+            "{recorded:?}"
+        );
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(1),
+            "gave up after {:?}",
+            started.elapsed()
+        );
+    }
+    proxy.restore();
+    stack
+        .eventually("the parking is recorded once the path is back", || async {
+            records.parked(&failure).await.is_ok()
+        })
+        .await;
+    assert_eq!(
+        failure_record(&stack, "stalled-1").await.unwrap().0,
+        "parked"
     );
 }

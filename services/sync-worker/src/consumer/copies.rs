@@ -16,10 +16,6 @@ use tasksync_shared::{
 
 use super::{AMQP_TIMEOUT, Ctx, facts};
 
-/// Prefix of RabbitMQ's direct reply-to pseudo queue: only the channel that consumes it may
-/// name it as `reply_to`, so a copy that carried it would be refused (and the channel closed).
-const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
 /// Publishes a copy of `delivery` with `headers` and waits for the broker's confirm.
 pub(super) async fn publish_copy(
     ctx: &Ctx<'_>,
@@ -38,7 +34,11 @@ pub(super) async fn publish_copy(
                 ..Default::default()
             },
             &delivery.data,
-            copy_properties(&delivery.properties, headers),
+            delivery
+                .properties
+                .clone()
+                .with_delivery_mode(2)
+                .with_headers(headers),
         )
         .await?;
     match tokio::time::timeout(AMQP_TIMEOUT, confirm).await?? {
@@ -47,47 +47,6 @@ pub(super) async fn publish_copy(
             anyhow::bail!("broker did not take the copy for {exchange}/{routing_key}: {other:?}")
         }
     }
-}
-
-/// The properties of a copy: the original's, persistent, with `headers`; without what the
-/// broker would refuse from the worker (another `user_id`, a direct reply-to) and without an
-/// `expiration`, which could drop a parked copy.
-fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
-    let mut copy = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    if let Some(v) = original.content_type() {
-        copy = copy.with_content_type(v.clone());
-    }
-    if let Some(v) = original.content_encoding() {
-        copy = copy.with_content_encoding(v.clone());
-    }
-    if let Some(v) = original.priority() {
-        copy = copy.with_priority(*v);
-    }
-    if let Some(v) = original.correlation_id() {
-        copy = copy.with_correlation_id(v.clone());
-    }
-    if let Some(v) = original
-        .reply_to()
-        .as_ref()
-        .filter(|r| !r.as_str().starts_with(DIRECT_REPLY_TO))
-    {
-        copy = copy.with_reply_to(v.clone());
-    }
-    if let Some(v) = original.message_id() {
-        copy = copy.with_message_id(v.clone());
-    }
-    if let Some(v) = original.timestamp() {
-        copy = copy.with_timestamp(*v);
-    }
-    if let Some(v) = original.kind() {
-        copy = copy.with_type(v.clone());
-    }
-    if let Some(v) = original.app_id() {
-        copy = copy.with_app_id(v.clone());
-    }
-    copy
 }
 
 /// The headers of a retry or parked copy: the original's plus what happened to it.
