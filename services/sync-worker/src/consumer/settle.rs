@@ -89,7 +89,7 @@ fn log_decision(report: &OutcomeReport) {
 }
 
 /// Republishes a failed attempt to the delay queue of its attempt, then acks the original.
-#[tracing::instrument(skip_all, fields(attempt, queue))]
+#[tracing::instrument(skip_all, fields(attempt = attempt, queue = queue))]
 async fn retry(
     ctx: &Ctx<'_>,
     item: &Item,
@@ -107,7 +107,7 @@ async fn retry(
 
 /// Publishes the parked copy (its failure already recorded, or refused by the database), waits
 /// for the confirm, then acks the original.
-#[tracing::instrument(skip_all, fields(attempt))]
+#[tracing::instrument(skip_all, fields(attempt = attempt))]
 async fn park(
     ctx: &Ctx<'_>,
     item: &Item,
@@ -126,7 +126,7 @@ async fn park(
 
 /// (classic queues) Counts a redelivery in a header of ours, since a classic queue keeps no
 /// delivery count: republishes the message with the count, then acks the original.
-#[tracing::instrument(skip_all, fields(seen))]
+#[tracing::instrument(skip_all, fields(seen = seen))]
 async fn count_redelivery(ctx: &Ctx<'_>, item: &Item, seen: u32) -> anyhow::Result<()> {
     tracing::warn!("redelivered; counting it and publishing it again");
     let delivery = &item.delivery;

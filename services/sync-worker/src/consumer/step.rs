@@ -97,8 +97,11 @@ fn read(ctx: &Ctx<'_>, delivery: Delivery) -> Read {
     }
 }
 
+/// A root span, entered wherever the delivery is worked on (step and settle), so that one
+/// operation can be followed through the logs by its op id.
 fn delivery_span(op: Option<&Operation>, attempt: Attempt, message_id: &str) -> Span {
     let span = tracing::info_span!(
+        parent: None,
         "delivery",
         op_id = field::Empty,
         task_id = field::Empty,
