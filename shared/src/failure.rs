@@ -19,7 +19,8 @@ pub mod header {
     pub const LAST_ERROR: &str = "tasksync-last-error";
     /// The routing key the api published the operation with.
     pub const ORIGINAL_ROUTING_KEY: &str = "tasksync-original-routing-key";
-    /// The failure record's key: the op id, or an id given to an undecodable message.
+    /// The failure record's key: the op id; for a message that cannot be decoded, its AMQP
+    /// `message_id`, or else a hash of its body (the same on every redelivery).
     pub const MESSAGE_ID: &str = "tasksync-message-id";
     pub const OP_ID: &str = "tasksync-op-id";
     pub const TASK_ID: &str = "tasksync-task-id";

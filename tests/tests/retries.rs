@@ -3,7 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use lapin::{
     options::{BasicGetOptions, BasicNackOptions},
@@ -11,7 +17,11 @@ use lapin::{
 };
 use reqwest::Method;
 use serde_json::json;
-use sync_worker::consumer::CRASH_LIMIT;
+use sync_worker::{
+    consumer::CRASH_LIMIT,
+    faults::FaultInjector,
+    storage::failures::{Failure, FailureRecords, RecordError},
+};
 use tasksync_shared::{
     OpKind, Operation,
     config::QueueType,
@@ -363,12 +373,12 @@ async fn a_classic_work_queue_still_guards_against_crash_loops() {
     );
 }
 
-#[tokio::test]
-async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
-    let mut stack = TestStack::start_with(|s| s.write_wait = Duration::from_millis(200)).await;
+/// Restarts the worker of `stack` so that it reaches Postgres through a fault-injecting proxy
+/// (the api and the test keep their direct path).
+async fn worker_behind_a_proxy(stack: &mut TestStack) -> Arc<FaultyProxy> {
     let config: tokio_postgres::Config = stack.settings.database_url.parse().unwrap();
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let proxy = FaultyProxy::start(([127, 0, 0, 1], port).into()).await;
+    let proxy = Arc::new(FaultyProxy::start(([127, 0, 0, 1], port).into()).await);
     let db_name = config.get_dbname().unwrap().to_string();
     stack.worker_database_url = Some(format!(
         "postgres://postgres@127.0.0.1:{}/{db_name}",
@@ -376,6 +386,13 @@ async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
     ));
     stack.stop_worker().await;
     stack.start_worker().await;
+    proxy
+}
+
+#[tokio::test]
+async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
+    let mut stack = TestStack::start_with(|s| s.write_wait = Duration::from_millis(200)).await;
+    let proxy = worker_behind_a_proxy(&mut stack).await;
     let before = stack
         .create_task(json!({"title": "before the outage"}))
         .await;
@@ -433,4 +450,238 @@ async fn a_rest_write_parked_within_the_wait_answers_500_naming_the_failure() {
         "{message}"
     );
     assert_eq!(stack.get_task(&task).await.body["sync_status"], "error");
+}
+
+/// Fails every attempt of one task's operations with `error`; on attempt `cut_at` it also cuts
+/// the worker's path to Postgres, as a database that goes away between a failed attempt and its
+/// recording.
+#[derive(Debug)]
+struct Doomed {
+    task: Uuid,
+    error: &'static str,
+    cut_at: Option<u32>,
+    proxy: OnceLock<Arc<FaultyProxy>>,
+    cuts: AtomicU32,
+}
+
+impl Doomed {
+    fn new(task: Uuid, error: &'static str, cut_at: Option<u32>) -> Self {
+        Self {
+            task,
+            error,
+            cut_at,
+            proxy: OnceLock::new(),
+            cuts: AtomicU32::new(0),
+        }
+    }
+}
+
+impl FaultInjector for Doomed {
+    fn before_apply(&self, op: &Operation, attempt: u32) -> Result<(), String> {
+        if op.task_id != self.task {
+            return Ok(());
+        }
+        if Some(attempt) == self.cut_at && self.cuts.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.proxy.get().expect("proxy installed").cut();
+        }
+        Err(format!("{} (attempt {attempt})", self.error))
+    }
+}
+
+/// Publishes a marker operation and waits until it is applied: everything delivered before it
+/// has been settled (the worker settles a batch in full before it takes the next).
+async fn settled(stack: &TestStack) {
+    let marker = op_message(Uuid::new_v4());
+    publish_with_headers(stack, &marker, FieldTable::default()).await;
+    stack
+        .eventually("the marker applies", || async {
+            stack.stored(marker.task_id).await.is_some()
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_poison_message_parked_while_postgres_is_unreachable_is_parked_exactly_once() {
+    let mut stack = TestStack::start().await;
+    let proxy = worker_behind_a_proxy(&mut stack).await;
+    proxy.cut();
+    stack
+        .publish_raw("op.create", &[b"\x00garbage".to_vec()])
+        .await;
+    stack
+        .eventually("the worker has tried to record it", || async {
+            proxy.refused() >= 3
+        })
+        .await;
+    let parking = stack.topology().parking_queue();
+    assert_eq!(
+        stack.queue_depth(&parking).await,
+        0,
+        "nothing is parked before it is recorded"
+    );
+
+    proxy.restore();
+    stack
+        .eventually("it is parked and recorded", || async {
+            stack.failure_records().await == 1 && stack.queue_depth(&parking).await >= 1
+        })
+        .await;
+    settled(&stack).await;
+    assert_eq!(
+        stack.queue_depth(&parking).await,
+        1,
+        "exactly one parked copy"
+    );
+    assert_eq!(stack.failure_records().await, 1);
+    let parked = get_one(&stack, &parking).await.unwrap();
+    let message_id = failure::header_str(&parked.properties, header::MESSAGE_ID).unwrap();
+    let (state, attempts, _) = failure_record(&stack, &message_id).await.unwrap();
+    assert_eq!((state.as_str(), attempts), ("parked", 1));
+}
+
+#[tokio::test]
+async fn an_operation_whose_parking_meets_an_unreachable_postgres_is_parked_exactly_once() {
+    let task = Uuid::new_v4();
+    let faults = Arc::new(Doomed::new(task, "injected failure", Some(4)));
+    let mut stack = TestStack::start_with_faults(short_delays([10, 10, 10]), faults.clone()).await;
+    let proxy = worker_behind_a_proxy(&mut stack).await;
+    faults.proxy.set(proxy.clone()).unwrap();
+
+    let op = op_message(task);
+    publish_with_headers(&stack, &op, FieldTable::default()).await;
+    stack
+        .eventually("the last attempt cut the database", || async {
+            faults.cuts.load(Ordering::SeqCst) > 0 && proxy.refused() >= 3
+        })
+        .await;
+    let parking = stack.topology().parking_queue();
+    assert_eq!(
+        stack.queue_depth(&parking).await,
+        0,
+        "not parked unrecorded"
+    );
+    assert!(decision(&stack, op.op_id).await.is_none());
+
+    proxy.restore();
+    let (outcome, attempts, last_error, _) = wait_decided(&stack, op.op_id).await;
+    assert_eq!((outcome.as_str(), attempts), ("error", 4));
+    assert!(last_error.unwrap().contains("injected failure (attempt 4)"));
+    settled(&stack).await;
+    assert_eq!(
+        stack.queue_depth(&parking).await,
+        1,
+        "exactly one parked copy"
+    );
+    assert_eq!(
+        failure_record(&stack, &op.op_id.to_string())
+            .await
+            .unwrap()
+            .0,
+        "parked"
+    );
+}
+
+#[tokio::test]
+async fn an_operation_holding_a_nul_byte_is_decided_once_without_a_redelivery_loop() {
+    let stack = TestStack::start_with(short_delays([10, 10, 10])).await;
+    let op = operation(
+        Uuid::new_v4(),
+        OpKind::Create,
+        chrono::Utc::now(),
+        title("nul\u{0}title"),
+    );
+    publish_with_headers(&stack, &op, FieldTable::default()).await;
+
+    let (outcome, _, _, _) = wait_decided(&stack, op.op_id).await;
+    assert_eq!(outcome, "error");
+    settled(&stack).await;
+    assert_eq!(stack.operations_of(op.task_id).await.len(), 1);
+    assert!(stack.stored(op.task_id).await.is_none());
+    // Parked once with its record (a retryable failure), or decided at once (invalid): never
+    // copies without records.
+    let parked = stack.queue_depth(&stack.topology().parking_queue()).await;
+    assert!(parked <= 1, "{parked} parked copies");
+    assert_eq!(i64::from(parked), stack.failure_records().await);
+    assert_eq!(stack.queue_depth(&stack.topology().work_queue()).await, 0);
+}
+
+#[tokio::test]
+async fn a_failure_whose_error_text_holds_a_nul_byte_is_recorded_and_parked_once() {
+    let task = Uuid::new_v4();
+    let faults = Arc::new(Doomed::new(task, "bad\u{0}byte", None));
+    let stack = TestStack::start_with_faults(short_delays([10, 10, 10]), faults).await;
+    let op = op_message(task);
+    publish_with_headers(&stack, &op, FieldTable::default()).await;
+
+    let (outcome, attempts, last_error, _) = wait_decided(&stack, op.op_id).await;
+    assert_eq!((outcome.as_str(), attempts), ("error", 4));
+    assert!(
+        last_error.unwrap().contains("bad\u{FFFD}byte"),
+        "stored with U+0000 replaced"
+    );
+    settled(&stack).await;
+    assert_eq!(
+        stack.queue_depth(&stack.topology().parking_queue()).await,
+        1
+    );
+    assert_eq!(
+        failure_record(&stack, &op.op_id.to_string()).await,
+        Some(("parked".into(), 4, 4))
+    );
+}
+
+#[tokio::test]
+async fn recording_a_failure_gives_up_after_the_database_timeout() {
+    let stack = TestStack::start().await;
+    let config: tokio_postgres::Config = stack.settings.database_url.parse().unwrap();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = FaultyProxy::start(([127, 0, 0, 1], port).into()).await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        proxy.port,
+        config.get_dbname().unwrap()
+    );
+    let pool = tasksync_shared::db::pool(&url, 1).unwrap();
+    let timeout = Duration::from_millis(300);
+    let records = FailureRecords::new(&pool, timeout);
+    let failure = Failure {
+        message_id: "stalled-1",
+        op: None,
+        routing_key: "op.create",
+        attempt: 1,
+        at: chrono::Utc::now(),
+        error: "unreadable",
+        body: b"\x00",
+    };
+    records.retrying(&failure).await.unwrap();
+
+    // The pooled connection is open; the path to Postgres goes silent.
+    proxy.stall();
+    for parking in [false, true] {
+        let started = Instant::now();
+        let recorded = if parking {
+            records.parked(&failure).await
+        } else {
+            records.retrying(&failure).await
+        };
+        assert!(
+            matches!(recorded, Err(RecordError::Unavailable(_))),
+            "{recorded:?}"
+        );
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(1),
+            "gave up after {:?}",
+            started.elapsed()
+        );
+    }
+    proxy.restore();
+    stack
+        .eventually("the parking is recorded once the path is back", || async {
+            records.parked(&failure).await.is_ok()
+        })
+        .await;
+    assert_eq!(
+        failure_record(&stack, "stalled-1").await.unwrap().0,
+        "parked"
+    );
 }

@@ -6,15 +6,13 @@
 //!
 //! Layout:
 //! - [`apply`]: the step, one batch in one transaction, no AMQP (tests call it directly);
-//! - [`storage`]: all SQL of the worker;
-//! - [`consumer`]: the loop around the step: connect, consume, ack, retry or park, reply,
-//!   reconnect;
-//! - [`failures`]: the SQL of failure records and parking;
+//! - [`storage`]: all SQL of the worker, with the failure records in [`storage::failures`];
+//! - [`consumer`]: the loop around the step: connect, consume, decide each delivery's fate
+//!   (applied, retried, parked, held for the database), carry it out, reconnect;
 //! - [`faults`]: failure injection, reachable only from code (tests).
 
 pub mod apply;
 pub mod consumer;
-pub mod failures;
 pub mod faults;
 pub mod storage;
 

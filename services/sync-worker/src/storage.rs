@@ -1,6 +1,7 @@
 //! All SQL of the worker: locking the tasks of a batch, reading the operation log, and writing
 //! merged tasks and decided operations. Every function works inside the caller's transaction.
 
+pub mod failures;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};

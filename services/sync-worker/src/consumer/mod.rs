@@ -1,15 +1,14 @@
-//! The loop around the apply step: connect, declare, consume with bounded prefetch, gather a
-//! batch, apply it, then ack, retry, park or reply. Reconnects with backoff when the broker goes
-//! away, and waits for the database instead of failing operations when it does.
+//! The loop around the apply step: connect, declare, consume with bounded prefetch, then for
+//! each batch gather → [`step`] (read, decide, apply or split, record failures) →
+//! [`settle`] (acks, copies, replies). Reconnects with backoff when the broker goes away, and
+//! holds deliveries instead of failing them while the database is out of reach.
 //!
-//! What happens to each delivery:
-//! - undecodable, or of an unknown schema version: parked at once with the reason;
-//! - (classic queues only) redelivered more than [`CRASH_LIMIT`] times: parked, as a message
-//!   that may be crashing the worker (quorum queues do this themselves with a delivery limit);
-//! - applied: acked after the commit, its outcome sent to the api that published it;
-//! - the database unreachable: held, retried with backoff, no attempt spent;
-//! - the operation's own statement failed: the batch is split to isolate it; it is republished
-//!   to the delay queue of its attempt, or after the last retry parked with outcome `error`.
+//! Layout:
+//! - [`fate`]: what becomes of one delivery ([`fate::Fate`]), decided by pure functions;
+//! - [`facts`]: what a delivery says about itself (attempt, redeliveries, record key);
+//! - [`step`]: the batch step, every database round bounded by `DB_TIMEOUT_MS`;
+//! - [`settle`]: carries the fates out with the broker;
+//! - [`copies`]: confirmed copies, their headers, acks, best-effort replies.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,38 +17,27 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::{
     Channel, Consumer,
     message::Delivery,
-    options::{
-        BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-        ConfirmSelectOptions,
-    },
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
-use tasksync_shared::{
-    Operation, Settings, amqp,
-    amqp::Backoff,
-    config::QueueType,
-    failure::{self, header},
-    shutdown::stopped,
-    topology::Topology,
-};
+use tasksync_shared::{Settings, amqp, amqp::Backoff, shutdown::stopped, topology::Topology};
 use tokio::sync::watch;
 
-mod failing;
+mod copies;
+mod facts;
+mod fate;
 mod settle;
+mod step;
 
-use failing::{attempt_of, fail_attempt, headers_of, original_routing_key, park};
-use settle::{ack, finish, publish, settle};
+pub use fate::CRASH_LIMIT;
+use fate::Fate;
+use settle::settle;
+use step::{Verdict, step};
 
-use crate::{
-    apply::{ApplyError, Attempt, apply_attempts},
-    faults::FaultInjector,
-};
+use crate::faults::FaultInjector;
 
 /// Longest wait for an ack, a reject or a publish confirm before the session is given up.
 const AMQP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Redeliveries after which a classic work queue's message is parked as a likely crash loop.
-pub const CRASH_LIMIT: u32 = 5;
 
 /// What one consuming session needs.
 struct Ctx<'a> {
@@ -59,13 +47,6 @@ struct Ctx<'a> {
     faults: &'a dyn FaultInjector,
     /// Channel in confirm mode for retry and parked copies, and replies.
     publisher: Channel,
-}
-
-/// A decoded delivery and the attempt it is on.
-struct Incoming {
-    delivery: Delivery,
-    op: Operation,
-    attempt: Attempt,
 }
 
 /// Consumes until `stop` turns true, reconnecting whenever the broker connection is lost.
@@ -174,123 +155,33 @@ fn next_delivery(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delive
     }
 }
 
-/// Settles one batch. Returns true when stopped while waiting for the database (the batch was
-/// handed back to the broker).
+/// Decides and settles one batch; while the database is out of reach, holds what needs it
+/// (taking no new deliveries) and decides it again with backoff. Returns true when stopped while
+/// holding (the held deliveries were handed back to the broker).
 async fn process(
     ctx: &Ctx<'_>,
     batch: Vec<Delivery>,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
-    let mut incoming = Vec::with_capacity(batch.len());
-    for delivery in batch {
-        if let Some(item) = triage(ctx, delivery).await? {
-            incoming.push(item);
-        }
-    }
-    apply_or_split(ctx, incoming, stop).await
-}
-
-/// Decodes a delivery, parking or re-queueing it when it must not be applied now.
-async fn triage(ctx: &Ctx<'_>, delivery: Delivery) -> anyhow::Result<Option<Incoming>> {
-    let op = match Operation::decode(&delivery.data) {
-        Ok(op) => op,
-        Err(error) => {
-            park(ctx, &delivery, None, 1, &error.to_string()).await?;
-            return Ok(None);
-        }
-    };
-    if ctx.settings.queue_type == QueueType::Classic && delivery.redelivered {
-        let seen = failure::header_u32(&delivery.properties, header::REDELIVERIES).unwrap_or(0) + 1;
-        if seen > CRASH_LIMIT {
-            let reason = format!("redelivered {seen} times: it may be crashing the worker");
-            park(
-                ctx,
-                &delivery,
-                Some(&op),
-                attempt_of(&delivery).number,
-                &reason,
-            )
-            .await?;
-        } else {
-            // Count the redelivery in a header of ours: a classic queue keeps no delivery count.
-            let mut headers = headers_of(&delivery);
-            failure::set_u32(&mut headers, header::REDELIVERIES, seen);
-            let key = original_routing_key(&delivery);
-            publish(ctx, &ctx.topology.ops_exchange(), &key, &delivery, headers).await?;
-            ack(&delivery).await?;
-        }
-        return Ok(None);
-    }
-    let attempt = attempt_of(&delivery);
-    Ok(Some(Incoming {
-        delivery,
-        op,
-        attempt,
-    }))
-}
-
-/// Applies a batch; when a statement fails, applies its operations one by one to find the one
-/// at fault. Returns true when stopped while waiting for the database.
-async fn apply_or_split(
-    ctx: &Ctx<'_>,
-    incoming: Vec<Incoming>,
-    stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<bool> {
-    if incoming.is_empty() {
-        return Ok(false);
-    }
-    let ops: Vec<Operation> = incoming.iter().map(|i| i.op.clone()).collect();
-    let attempts: Vec<Attempt> = incoming.iter().map(|i| i.attempt).collect();
+    let mut deliveries = batch;
     let mut backoff = Backoff::new();
     loop {
-        // A database that stops answering (frozen, or a silent network path) must not hang the
-        // worker: past DB_TIMEOUT_MS it counts as unavailable, like a refused connection.
-        let applied = tokio::time::timeout(
-            ctx.settings.db_timeout,
-            apply_attempts(ctx.pool, &ops, &attempts, ctx.faults),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApplyError::Unavailable(format!(
-                "no answer within {:?}",
-                ctx.settings.db_timeout
-            )))
-        });
-        match applied {
-            Ok(reports) => {
-                finish(ctx, &incoming, reports).await?;
-                return Ok(false);
-            }
-            Err(ApplyError::Unavailable(error)) => {
-                // Not the operations' fault: hold them, spend nothing, wait for the database.
-                let delay = backoff.next_delay();
-                tracing::warn!(%error, ?delay, held = ops.len(), "database unavailable; pausing");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stopped(stop) => {
-                        for i in &incoming {
-                            settle(i.delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false })).await?;
-                        }
-                        return Ok(true);
-                    }
-                }
-            }
-            Err(ApplyError::Rejected(error)) if incoming.len() > 1 => {
-                tracing::warn!(%error, size = ops.len(), "batch failed; applying one by one");
-                for item in incoming {
-                    if Box::pin(apply_or_split(ctx, vec![item], stop)).await? {
-                        return Ok(true);
-                    }
-                }
-                return Ok(false);
-            }
-            Err(ApplyError::Rejected(error)) => {
-                let Some(item) = incoming.into_iter().next() else {
-                    return Ok(false);
-                };
-                fail_attempt(ctx, item, &error).await?;
-                return Ok(false);
+        let verdicts = step(ctx, deliveries).await;
+        let held = settle(ctx, verdicts).await?;
+        if held.is_empty() {
+            return Ok(false);
+        }
+        // Not the deliveries' fault: spend nothing, wait for the database.
+        let delay = backoff.next_delay();
+        tracing::warn!(held = held.len(), ?delay, "database unavailable; pausing");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(stop) => {
+                let requeue = held.into_iter().map(|v| Verdict { fate: Fate::Requeue, ..v });
+                settle(ctx, requeue.collect()).await?;
+                return Ok(true);
             }
         }
+        deliveries = held.into_iter().map(|v| v.item.delivery).collect();
     }
 }

@@ -1,107 +1,152 @@
-//! Settling deliveries with the broker: confirmed copies, acks, and replies to the api.
+//! Carrying out the fates of a batch with the broker: acks after commit, retry and parked copies
+//! (confirmed before the original is acked), counted redeliveries, requeues at shutdown, then
+//! one best-effort reply per api instance. Deliveries held for the database are handed back to
+//! the loop untouched.
 
 use std::collections::HashMap;
 
-use lapin::{
-    BasicProperties, Confirmation,
-    message::Delivery,
-    options::{BasicAckOptions, BasicPublishOptions},
-    types::{FieldTable, ShortString},
-};
+use lapin::types::ShortString;
 use tasksync_shared::{
-    OutcomeReport,
-    operation::{ReplyBatch, SCHEMA_VERSION},
+    Operation, OutcomeReport, OutcomeStatus,
+    failure::{self, header},
+    operation::Rejection,
+};
+use tracing::Instrument;
+
+use super::{
+    Ctx, copies,
+    fate::Fate,
+    step::{Item, Verdict},
 };
 
-use super::{AMQP_TIMEOUT, Ctx, Incoming};
-
-/// Publishes a copy of `delivery` with `headers` and waits for the broker's confirm.
-pub(super) async fn publish(
-    ctx: &Ctx<'_>,
-    exchange: &str,
-    routing_key: &str,
-    delivery: &Delivery,
-    headers: FieldTable,
-) -> anyhow::Result<()> {
-    let properties = delivery
-        .properties
-        .clone()
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    let confirm = ctx
-        .publisher
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &delivery.data,
-            properties,
-        )
-        .await?;
-    match tokio::time::timeout(AMQP_TIMEOUT, confirm).await?? {
-        Confirmation::Ack(None) => Ok(()),
-        other => {
-            anyhow::bail!("broker did not take the copy for {exchange}/{routing_key}: {other:?}")
+/// Settles every verdict of a batch except those held for the database, which are returned.
+/// An error means the broker session broke (what was not acked comes back redelivered).
+#[tracing::instrument(skip_all, fields(deliveries = verdicts.len()))]
+pub(super) async fn settle(ctx: &Ctx<'_>, verdicts: Vec<Verdict>) -> anyhow::Result<Vec<Verdict>> {
+    let mut held = Vec::new();
+    let mut replies: HashMap<ShortString, Vec<OutcomeReport>> = HashMap::new();
+    for verdict in verdicts {
+        if verdict.fate == Fate::HoldForDatabase {
+            held.push(verdict);
+            continue;
+        }
+        let span = verdict.item.span.clone();
+        let reply_to = verdict.item.delivery.properties.reply_to().clone();
+        let report = carry_out(ctx, verdict).instrument(span).await?;
+        if let (Some(reply_to), Some(report)) = (reply_to, report) {
+            replies.entry(reply_to).or_default().push(report);
         }
     }
+    // After the acks: a reply is best effort and never holds one up.
+    for (reply_to, outcomes) in replies {
+        copies::reply(ctx, reply_to.as_str(), outcomes).await;
+    }
+    Ok(held)
 }
 
-/// Acks the applied deliveries (after commit), then sends each api instance one reply.
-pub(super) async fn finish(
-    ctx: &Ctx<'_>,
-    incoming: &[Incoming],
-    reports: Vec<OutcomeReport>,
-) -> anyhow::Result<()> {
-    for (item, report) in incoming.iter().zip(&reports) {
-        tracing::debug!(op_id = %report.op_id, task_id = %report.task_id, status = report.status.as_str(), "decided");
-        ack(&item.delivery).await?;
-    }
-    let mut by_reply_to: HashMap<ShortString, Vec<OutcomeReport>> = HashMap::new();
-    for (item, report) in incoming.iter().zip(reports) {
-        if let Some(reply_to) = item.delivery.properties.reply_to() {
-            by_reply_to
-                .entry(reply_to.clone())
-                .or_default()
-                .push(report);
+/// Carries out one fate; returns the report to send to the api, if any.
+async fn carry_out(ctx: &Ctx<'_>, verdict: Verdict) -> anyhow::Result<Option<OutcomeReport>> {
+    let Verdict { item, op, fate } = verdict;
+    match fate {
+        Fate::Applied(report) => {
+            log_decision(&report);
+            copies::ack(&item.delivery).await?;
+            Ok(Some(report))
         }
+        Fate::Retry {
+            attempt,
+            queue,
+            error,
+        } => {
+            retry(ctx, &item, op.as_ref(), attempt, &queue, &error).await?;
+            Ok(None)
+        }
+        Fate::Park { attempt, reason } => {
+            park(ctx, &item, op.as_ref(), attempt, &reason).await?;
+            Ok(op.map(|op| parked_report(&op, reason)))
+        }
+        Fate::CountRedelivery { seen } => {
+            count_redelivery(ctx, &item, seen).await?;
+            Ok(None)
+        }
+        Fate::Requeue => {
+            tracing::info!("handing the delivery back at shutdown");
+            copies::requeue(&item.delivery).await?;
+            Ok(None)
+        }
+        Fate::HoldForDatabase => Ok(None),
     }
-    for (reply_to, outcomes) in by_reply_to {
-        reply(ctx, reply_to.as_str(), outcomes).await?;
-    }
-    Ok(())
 }
 
-/// Best effort: an api that went away answers 202, and the outcome is in the operation log.
-pub(super) async fn reply(
+/// Success is routine (debug, batches can be large); every other decision is logged at info.
+fn log_decision(report: &OutcomeReport) {
+    let status = report.status.as_str();
+    match report.status {
+        OutcomeStatus::Success => tracing::debug!(status, "decided"),
+        OutcomeStatus::Conflict => tracing::info!(status, "decided"),
+        OutcomeStatus::Error => tracing::info!(status, error = report.error.as_deref(), "decided"),
+    }
+}
+
+/// Republishes a failed attempt to the delay queue of its attempt, then acks the original.
+#[tracing::instrument(skip_all, fields(attempt = attempt, queue = queue))]
+async fn retry(
     ctx: &Ctx<'_>,
-    reply_to: &str,
-    outcomes: Vec<OutcomeReport>,
+    item: &Item,
+    op: Option<&Operation>,
+    attempt: u32,
+    queue: &str,
+    error: &str,
 ) -> anyhow::Result<()> {
-    let body = serde_json::to_vec(&ReplyBatch {
-        v: SCHEMA_VERSION,
-        outcomes,
-    })?;
-    let publish = ctx.publisher.basic_publish(
-        "".into(),
-        reply_to.into(),
-        BasicPublishOptions::default(),
-        &body,
-        BasicProperties::default().with_content_type("application/json".into()),
-    );
-    tokio::time::timeout(AMQP_TIMEOUT, publish).await??;
-    Ok(())
+    tracing::warn!(error, "attempt failed; retrying later");
+    let headers = copies::failure_headers(&item.delivery, op, attempt, error, &item.message_id);
+    let exchange = ctx.topology.retry_exchange();
+    copies::publish_copy(ctx, &exchange, queue, &item.delivery, headers).await?;
+    copies::ack(&item.delivery).await
 }
 
-pub(super) async fn ack(delivery: &Delivery) -> anyhow::Result<()> {
-    settle(delivery.acker.ack(BasicAckOptions::default())).await
+/// Publishes the parked copy (its failure already recorded, or refused by the database), waits
+/// for the confirm, then acks the original.
+#[tracing::instrument(skip_all, fields(attempt = attempt))]
+async fn park(
+    ctx: &Ctx<'_>,
+    item: &Item,
+    op: Option<&Operation>,
+    attempt: u32,
+    reason: &str,
+) -> anyhow::Result<()> {
+    tracing::error!(reason, "parking");
+    let mut headers =
+        copies::failure_headers(&item.delivery, op, attempt, reason, &item.message_id);
+    failure::set_str(&mut headers, header::PARKED_REASON, reason);
+    let exchange = ctx.topology.dead_exchange();
+    copies::publish_copy(ctx, &exchange, "", &item.delivery, headers).await?;
+    copies::ack(&item.delivery).await
 }
 
-pub(super) async fn settle(
-    action: impl Future<Output = lapin::Result<bool>>,
-) -> anyhow::Result<()> {
-    tokio::time::timeout(AMQP_TIMEOUT, action).await??;
-    Ok(())
+/// (classic queues) Counts a redelivery in a header of ours, since a classic queue keeps no
+/// delivery count: republishes the message with the count, then acks the original.
+#[tracing::instrument(skip_all, fields(seen = seen))]
+async fn count_redelivery(ctx: &Ctx<'_>, item: &Item, seen: u32) -> anyhow::Result<()> {
+    tracing::warn!("redelivered; counting it and publishing it again");
+    let delivery = &item.delivery;
+    let mut headers = super::facts::headers_of(&delivery.properties);
+    failure::set_u32(&mut headers, header::REDELIVERIES, seen);
+    let key =
+        super::facts::original_routing_key(&delivery.properties, delivery.routing_key.as_str());
+    let exchange = ctx.topology.ops_exchange();
+    copies::publish_copy(ctx, &exchange, &key, delivery, headers).await?;
+    copies::ack(delivery).await
+}
+
+/// What the waiting api is told about a parked operation.
+fn parked_report(op: &Operation, reason: String) -> OutcomeReport {
+    OutcomeReport {
+        op_id: op.op_id,
+        task_id: op.task_id,
+        status: OutcomeStatus::Error,
+        error: Some(reason),
+        rejection: Some(Rejection::Failed),
+        task: None,
+    }
 }

@@ -1,0 +1,251 @@
+//! SQL of failure records (`operation_failures`): a failed attempt waiting for its retry, and an
+//! operation (or unreadable message) parked for good.
+//!
+//! Unlike the rest of [`crate::storage`], these run outside the apply transaction, each round
+//! bounded by `DB_TIMEOUT_MS`. They cannot fail on a message's content: Postgres `text` and
+//! `jsonb` refuse U+0000, so every text that comes from a message or an error is stored with
+//! U+0000 replaced by U+FFFD (the exact message stays in `body`, which is `bytea`).
+
+use std::{borrow::Cow, future::Future, time::Duration};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use serde_json::{Value, json};
+use tasksync_shared::{
+    Operation, OutcomeStatus,
+    db::{is_transient, pool_error_is_transient},
+    failure::RecordState,
+    model::SyncStatus,
+};
+
+/// One failed attempt, or a message parked at once.
+#[derive(Debug)]
+pub struct Failure<'a> {
+    /// The record's key: the op id, or the id of an unreadable message.
+    pub message_id: &'a str,
+    pub op: Option<&'a Operation>,
+    pub routing_key: &'a str,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub error: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The database cannot be reached (or did not answer in time): try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the statement: trying again will not help.
+    #[error("database refused the record: {0}")]
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for RecordError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let message = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |db| db.message().to_string());
+        if is_transient(&e) {
+            Self::Unavailable(message)
+        } else {
+            Self::Refused(message)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RecordError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        if pool_error_is_transient(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Refused(e.to_string())
+        }
+    }
+}
+
+/// The failure records of one database, each write one bounded round.
+#[derive(Clone, Copy, Debug)]
+pub struct FailureRecords<'a> {
+    pool: &'a Pool,
+    timeout: Duration,
+}
+
+impl<'a> FailureRecords<'a> {
+    /// Records in `pool`; a round that takes longer than `timeout` counts as unavailable.
+    pub fn new(pool: &'a Pool, timeout: Duration) -> Self {
+        Self { pool, timeout }
+    }
+
+    /// Records a failed attempt of an operation that will be retried.
+    #[tracing::instrument(skip_all, fields(message_id = failure.message_id, attempt = failure.attempt))]
+    pub async fn retrying(&self, failure: &Failure<'_>) -> Result<(), RecordError> {
+        self.bounded(async {
+            let client = self.pool.get().await?;
+            upsert(&client, failure, RecordState::Retrying).await
+        })
+        .await
+    }
+
+    /// Parks for good, in one transaction: the failure record becomes `parked`; an operation gets
+    /// the outcome `error` with its attempts and last error, and its task (if it exists and is
+    /// the same user's) gets `sync_status = 'error'`.
+    #[tracing::instrument(skip_all, fields(message_id = failure.message_id, attempt = failure.attempt))]
+    pub async fn parked(&self, failure: &Failure<'_>) -> Result<(), RecordError> {
+        self.bounded(async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            upsert(&tx, failure, RecordState::Parked).await?;
+            if let Some(op) = failure.op {
+                log_error_outcome(&tx, failure, op).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bounded(
+        &self,
+        round: impl Future<Output = Result<(), RecordError>>,
+    ) -> Result<(), RecordError> {
+        tokio::time::timeout(self.timeout, round)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RecordError::Unavailable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            })
+    }
+}
+
+/// A repeat of the same recording (the same state at the same attempt, as when a delivery comes
+/// back after its copy could not be published) changes nothing, so history has no duplicates.
+const UPSERT: &str = "\
+    INSERT INTO operation_failures AS f \
+      (message_id, op_id, task_id, user_id, kind, routing_key, attempts, first_failed_at, \
+       last_failed_at, last_error, history, state, body) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, jsonb_build_array($10::jsonb), $11, $12) \
+    ON CONFLICT (message_id) DO UPDATE SET \
+      attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at, \
+      last_error = EXCLUDED.last_error, history = f.history || EXCLUDED.history, \
+      state = EXCLUDED.state \
+    WHERE NOT (f.state = EXCLUDED.state AND f.attempts = EXCLUDED.attempts)";
+
+async fn upsert(
+    client: &impl GenericClient,
+    failure: &Failure<'_>,
+    state: RecordState,
+) -> Result<(), RecordError> {
+    let op = failure.op;
+    let attempts = i32::try_from(failure.attempt).unwrap_or(i32::MAX);
+    let error = storable(failure.error);
+    let event =
+        storable_json(json!({ "attempt": failure.attempt, "at": failure.at, "error": error }));
+    client
+        .execute(
+            UPSERT,
+            &[
+                &storable(failure.message_id),
+                &op.map(|o| o.op_id),
+                &op.map(|o| o.task_id),
+                &op.map(|o| storable(&o.user_id)),
+                &op.map(|o| o.kind.as_str()),
+                &storable(failure.routing_key),
+                &attempts,
+                &failure.at,
+                &error,
+                &event,
+                &state.as_str(),
+                &failure.body,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Logs the parked operation's outcome `error` (replacing an earlier `error`, never a success)
+/// and marks its task.
+async fn log_error_outcome(
+    tx: &deadpool_postgres::Transaction<'_>,
+    failure: &Failure<'_>,
+    op: &Operation,
+) -> Result<(), RecordError> {
+    let fields = storable_json(serde_json::to_value(&op.fields).unwrap_or_default());
+    let attempts = i32::try_from(failure.attempt).unwrap_or(i32::MAX);
+    let user_id = storable(&op.user_id);
+    let error = OutcomeStatus::Error.as_str();
+    tx.execute(
+        "INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, \
+           received_at, outcome, attempts, last_error, first_failed_at, last_failed_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $11, $8, $9, f.first_failed_at, f.last_failed_at \
+         FROM operation_failures f WHERE f.message_id = $10 \
+         ON CONFLICT (op_id) DO UPDATE SET \
+           attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
+           last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
+         WHERE operations.outcome = $11",
+        &[
+            &op.op_id,
+            &op.task_id,
+            &user_id,
+            &op.kind.as_str(),
+            &fields,
+            &op.stamped_at,
+            &op.received_at,
+            &attempts,
+            &storable(failure.error),
+            &storable(failure.message_id),
+            &error,
+        ],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE tasks SET sync_status = $3, change_xid = pg_current_xact_id() \
+         WHERE id = $1 AND user_id = $2",
+        &[&op.task_id, &user_id, &SyncStatus::Error.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `text` as Postgres can store it: U+0000 replaced by U+FFFD.
+pub fn storable(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// `value` as `jsonb` can store it: U+0000 replaced by U+FFFD in every string and key.
+pub fn storable_json(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(storable(&s).into_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (storable(&k).into_owned(), storable_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_bytes_become_replacement_characters_everywhere_in_text_and_json() {
+        assert_eq!(storable("plain"), Cow::Borrowed("plain"));
+        assert_eq!(storable("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        let stored = storable_json(json!({"t\0": ["x\0", 1, {"d": "\0"}], "n": null}));
+        assert_eq!(
+            stored,
+            json!({"t\u{FFFD}": ["x\u{FFFD}", 1, {"d": "\u{FFFD}"}], "n": null})
+        );
+        assert!(!stored.to_string().contains("\\u0000"));
+    }
+}
