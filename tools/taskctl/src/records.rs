@@ -95,10 +95,14 @@ impl Records {
 
     async fn client(&self) -> Result<Client, CtlError> {
         self.pool.get().await.map_err(|e| {
-            CtlError::failed(format!(
-                "cannot reach Postgres (DATABASE_URL): {}",
-                crate::error::chain(&e)
-            ))
+            let reason = match &e {
+                deadpool_postgres::PoolError::Backend(e) => match e.as_db_error() {
+                    Some(db) => db.message().to_string(),
+                    None => crate::error::chain(e),
+                },
+                other => crate::error::chain(other),
+            };
+            CtlError::failed(format!("cannot reach Postgres (DATABASE_URL): {reason}"))
         })
     }
 
