@@ -13,7 +13,7 @@ use lapin::{
 use reqwest::Method;
 use serde_json::{Value, json};
 use taskctl::{Cli, CtlError, Io};
-use tasksync_shared::{OpKind, Settings};
+use tasksync_shared::{OpKind, Settings, failure::RecordState};
 use tasksync_tests::{
     TestStack,
     faults::{Failing, ScriptedFaults},
@@ -329,8 +329,8 @@ async fn parked_records(stack: &TestStack, ops: &[Uuid]) -> i64 {
     let client = stack.db.get().await.unwrap();
     client
         .query_one(
-            "SELECT count(*) FROM operation_failures WHERE op_id = ANY($1) AND state = 'parked'",
-            &[&ops],
+            "SELECT count(*) FROM operation_failures WHERE op_id = ANY($1) AND state = $2",
+            &[&ops, &RecordState::Parked.as_str()],
         )
         .await
         .unwrap()

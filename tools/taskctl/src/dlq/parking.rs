@@ -153,3 +153,37 @@ pub fn copy_properties(
     }
     to
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_keeps_what_identifies_the_message_but_not_the_publishing_user() {
+        let original = BasicProperties::default()
+            .with_message_id("theirs".into())
+            .with_correlation_id("corr".into())
+            .with_content_type("application/json".into())
+            .with_reply_to("api-reply".into())
+            .with_user_id("guest".into())
+            .with_timestamp(7);
+        let kept = copy_properties(&original, FieldTable::default(), true);
+        assert_eq!(
+            kept.message_id().as_ref().map(|m| m.as_str()),
+            Some("theirs")
+        );
+        assert_eq!(
+            kept.correlation_id().as_ref().map(|m| m.as_str()),
+            Some("corr")
+        );
+        assert_eq!(
+            kept.reply_to().as_ref().map(|m| m.as_str()),
+            Some("api-reply")
+        );
+        assert_eq!(*kept.timestamp(), Some(7));
+        assert_eq!(*kept.delivery_mode(), Some(2));
+        assert_eq!(*kept.user_id(), None);
+        let replayed = copy_properties(&original, FieldTable::default(), false);
+        assert_eq!(*replayed.reply_to(), None);
+    }
+}
