@@ -1,27 +1,50 @@
 //! `taskctl`: the ops tool of Task Sync. Same configuration variables as the services
 //! (`DATABASE_URL`, `AMQP_URL`, `AMQP_PREFIX`, `AMQP_QUEUE_TYPE`, `RETRY_DELAYS_MS`).
 //!
-//! Layout: [`Cli`] (the commands), [`queues`] (depths), [`dlq`] (dead letters), [`table`]
-//! (human output). Every command prints a table, or JSON with `--json`.
+//! Layout: [`Cli`] (the commands), [`queues`] (depths), [`dlq`] (dead letters, one module per
+//! command), [`records`] (every SQL statement), [`broker`] (AMQP, with errors in words),
+//! [`error`] (exit codes), [`table`] (human output). Every command prints a table, or JSON with
+//! `--json`; prompts and errors go to stderr.
 //!
 //! Where the facts come from: AMQP cannot fetch one chosen message, and a peek that requeues
-//! counts as a delivery on quorum queues, so `dlq list` and `dlq show` read the failure records
-//! the worker keeps in Postgres, while `dlq replay` and `dlq purge` act on the parking queue and
-//! then update those records. `dlq list` reports the queue depth beside the record count, so a
-//! difference (for instance messages the broker dead-lettered after its delivery limit, which
-//! have no record) is visible.
+//! counts as a delivery on quorum queues, so `dlq list`, `dlq show` and `dlq replay --dry-run`
+//! read the failure records the worker keeps in Postgres (and the queue's depth), while
+//! `dlq replay` and `dlq purge` act on the parking queue and then update those records. A
+//! replay never requeues a message it walks past (see [`dlq::parking`]). `dlq list` reports the
+//! queue depth beside the record count, so a difference (for instance messages the broker
+//! dead-lettered after its delivery limit, which have no record) is visible.
 //!
-//! Exit codes: 0 success; 1 failure (a dependency unreachable, the broker refused); 2 usage
-//! error; 3 a named message was not found; 4 aborted (purge not confirmed).
+//! Exit codes: 0 success; 1 failure (Postgres or RabbitMQ unreachable, the broker refused);
+//! 2 usage error (including `dlq purge --json` without `--yes`); 3 not found (a named message,
+//! or a queue: most likely a wrong `AMQP_PREFIX`); 4 aborted (purge not confirmed).
 
+pub mod broker;
 pub mod dlq;
+pub mod error;
 pub mod queues;
+pub mod records;
 pub mod table;
 
 use std::io::{BufRead, Write};
 
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 use tasksync_shared::Settings;
+
+pub use error::CtlError;
+
+/// Where a command writes and reads: results to `out`, prompts to `err`, answers from `input`.
+pub struct Io<'a> {
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    pub input: &'a mut dyn BufRead,
+}
+
+impl std::fmt::Debug for Io<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io").finish_non_exhaustive()
+    }
+}
 
 /// Inspect Task Sync's queues and dead letters.
 #[derive(Debug, Parser)]
@@ -68,80 +91,39 @@ pub enum Dlq {
     },
     /// One parked operation: record, failure history and message body.
     Show {
-        /// The op id (or the message id given to an undecodable message).
+        /// The op id, or the record key given to an undecodable message.
         id: String,
     },
-    /// Re-publishes parked operations to the work queue with a fresh attempt count; each is
-    /// removed from the parking queue only after the broker confirmed its copy.
+    /// Re-publishes parked operations straight to the work queue with a fresh attempt count;
+    /// each is removed from the parking queue only after the broker confirmed its copy.
+    /// Messages walked past are moved to the tail, never requeued (no delivery is spent).
     Replay {
-        /// Op ids (or message ids) to replay.
+        /// Op ids, record keys or publishers' message ids to replay.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<String>,
         /// Replay every parked message.
         #[arg(long)]
         all: bool,
-        /// Show what would be replayed; change nothing.
+        /// Show what would be replayed, from the failure records; take nothing.
         #[arg(long)]
         dry_run: bool,
         /// At most this many replays per second.
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
     },
-    /// Deletes every parked message (asks first).
+    /// Deletes every parked message (asks first, on stderr).
     Purge {
-        /// Do not ask.
+        /// Do not ask (required with --json).
         #[arg(long)]
         yes: bool,
     },
 }
 
-/// Why a command failed, with its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum CtlError {
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("aborted")]
-    Aborted,
-    #[error(transparent)]
-    Failed(#[from] anyhow::Error),
-}
-
-impl CtlError {
-    pub const FAILED: u8 = 1;
-    pub const NOT_FOUND: u8 = 3;
-    pub const ABORTED: u8 = 4;
-
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::NotFound(_) => Self::NOT_FOUND,
-            Self::Aborted => Self::ABORTED,
-            Self::Failed(_) => Self::FAILED,
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for CtlError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Failed(e.into())
-    }
-}
-
-impl From<lapin::Error> for CtlError {
-    fn from(e: lapin::Error) -> Self {
-        Self::Failed(e.into())
-    }
-}
-
-/// Runs one command, writing its output to `out` and reading confirmations from `input`.
-pub async fn run(
-    cli: Cli,
-    settings: &Settings,
-    out: &mut dyn Write,
-    input: &mut dyn BufRead,
-) -> Result<(), CtlError> {
+/// Runs one command.
+pub async fn run(cli: Cli, settings: &Settings, io: Io<'_>) -> Result<(), CtlError> {
     match cli.command {
         Command::Queues { management_url } => {
-            queues::show(settings, management_url.as_deref(), cli.json, out).await
+            queues::show(settings, management_url.as_deref(), cli.json, io.out).await
         }
         Command::Dlq(Dlq::List {
             error,
@@ -149,29 +131,38 @@ pub async fn run(
             user,
             limit,
         }) => {
-            let filter = dlq::Filter {
+            let filter = records::Filter {
                 error,
                 task,
                 user,
                 limit,
             };
-            dlq::list(settings, &filter, cli.json, out).await
+            dlq::list::list(settings, &filter, cli.json, io.out).await
         }
-        Command::Dlq(Dlq::Show { id }) => dlq::show(settings, &id, cli.json, out).await,
+        Command::Dlq(Dlq::Show { id }) => dlq::show::show(settings, &id, cli.json, io.out).await,
         Command::Dlq(Dlq::Replay {
             ids,
             all,
             dry_run,
             rate,
         }) => {
-            let selection = if all { None } else { Some(ids) };
-            dlq::replay(settings, selection, dry_run, rate, cli.json, out).await
+            let request = dlq::replay::Request {
+                selection: (!all).then_some(ids),
+                dry_run,
+                rate,
+            };
+            dlq::replay::replay(settings, request, cli.json, io.out).await
         }
-        Command::Dlq(Dlq::Purge { yes }) => dlq::purge(settings, yes, cli.json, out, input).await,
+        Command::Dlq(Dlq::Purge { yes }) => dlq::purge::purge(settings, yes, cli.json, io).await,
     }
 }
 
 /// Writes a line, turning an I/O error into a command failure.
 pub(crate) fn emit(out: &mut dyn Write, text: &str) -> Result<(), CtlError> {
-    writeln!(out, "{text}").map_err(|e| CtlError::Failed(e.into()))
+    writeln!(out, "{text}").map_err(|e| CtlError::failed(format!("writing output: {e}")))
+}
+
+/// Writes a value as pretty JSON.
+pub(crate) fn emit_json(out: &mut dyn Write, value: &impl Serialize) -> Result<(), CtlError> {
+    emit(out, &serde_json::to_string_pretty(value)?)
 }

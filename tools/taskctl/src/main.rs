@@ -1,7 +1,7 @@
 use std::{io, process::ExitCode};
 
 use clap::Parser;
-use taskctl::{Cli, CtlError};
+use taskctl::{Cli, CtlError, Io};
 use tasksync_shared::Settings;
 
 #[tokio::main]
@@ -11,15 +11,18 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("taskctl: {error}");
-            return ExitCode::from(CtlError::FAILED);
+            return ExitCode::from(CtlError::USAGE);
         }
     };
-    let mut out = io::stdout().lock();
-    let mut input = io::stdin().lock();
-    match taskctl::run(cli, &settings, &mut out, &mut input).await {
+    let io = Io {
+        out: &mut io::stdout().lock(),
+        err: &mut io::stderr(),
+        input: &mut io::stdin().lock(),
+    };
+    match taskctl::run(cli, &settings, io).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("taskctl: {error:#}");
+            eprintln!("taskctl: {error}");
             ExitCode::from(error.exit_code())
         }
     }

@@ -5,9 +5,9 @@ use std::io::Write;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
-use tasksync_shared::{Settings, amqp, topology::Topology};
+use tasksync_shared::{Settings, topology::Topology};
 
-use crate::{CtlError, emit, table};
+use crate::{CtlError, broker::Broker, emit, emit_json, table};
 
 #[derive(Debug, Serialize)]
 pub struct QueueInfo {
@@ -39,12 +39,21 @@ pub async fn show(
             .context("reading the RabbitMQ management API")?;
     }
     if json {
-        emit(
-            out,
-            &serde_json::to_string_pretty(&infos).map_err(anyhow::Error::from)?,
-        )?;
-        return Ok(());
+        emit_json(out, &infos)?;
+    } else {
+        print_table(&infos, management_url.is_some(), out)?;
     }
+    if infos.iter().any(|q| q.exists) {
+        Ok(())
+    } else {
+        Err(CtlError::NotFound(format!(
+            "no queue of the stack exists under the prefix {} (check AMQP_PREFIX)",
+            topology.prefix()
+        )))
+    }
+}
+
+fn print_table(infos: &[QueueInfo], rates: bool, out: &mut dyn Write) -> Result<(), CtlError> {
     let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     let rate = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}/s"));
     let rows: Vec<Vec<String>> = infos
@@ -77,7 +86,7 @@ pub async fn show(
         "ACKED",
     ];
     emit(out, &table::render(&headers, &rows))?;
-    if management_url.is_none() {
+    if !rates {
         emit(out, "(unacked counts and rates need --management-url)")?;
     }
     Ok(())
@@ -85,10 +94,7 @@ pub async fn show(
 
 /// Ready messages and consumers of every queue, by passive declares.
 async fn amqp_depths(settings: &Settings, topology: &Topology) -> Result<Vec<QueueInfo>, CtlError> {
-    let connection = amqp::connect(&settings.amqp_url, "taskctl")
-        .await
-        .context("connecting to RabbitMQ (AMQP_URL)")?;
-    let mut channel = connection.create_channel().await?;
+    let mut broker = Broker::connect(settings).await?;
     let mut infos = Vec::new();
     let retry_queues = topology.retry_queues();
     for name in topology.queues() {
@@ -99,23 +105,22 @@ async fn amqp_depths(settings: &Settings, topology: &Topology) -> Result<Vec<Que
         } else {
             "parking"
         };
-        let declared = amqp::inspect_queue(&channel, &name).await;
-        let info = match declared {
+        let info = match broker.inspect(&name).await {
             Ok(q) => QueueInfo {
                 exists: true,
                 ready: Some(q.message_count().into()),
                 consumers: Some(q.consumer_count().into()),
                 ..QueueInfo::empty(name, role)
             },
-            Err(_) => {
-                // A missing queue closes the channel it was asked on.
-                channel = connection.create_channel().await?;
-                QueueInfo::empty(name, role)
+            Err(CtlError::NotFound(_)) => QueueInfo::empty(name, role),
+            Err(e) => {
+                broker.close().await;
+                return Err(e);
             }
         };
         infos.push(info);
     }
-    let _ = connection.close(200, "done".into()).await;
+    broker.close().await;
     Ok(infos)
 }
 

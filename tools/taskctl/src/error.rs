@@ -1,0 +1,72 @@
+//! Why a command failed, worded for an operator, with its exit code.
+//!
+//! Library errors never reach the terminal as they are: a lapin error is described by
+//! [`crate::broker::describe`], a Postgres error by its message, always with what was being done.
+
+/// Why a command failed. The exit code of each variant is documented in the crate doc.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The command line asks for something that cannot be done (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A named message or queue does not exist (exit 3).
+    #[error("{0}")]
+    NotFound(String),
+    /// The operator declined a confirmation (exit 4).
+    #[error("aborted")]
+    Aborted,
+    /// A dependency is unreachable or refused (exit 1).
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+impl CtlError {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const ABORTED: u8 = 4;
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => Self::USAGE,
+            Self::NotFound(_) => Self::NOT_FOUND,
+            Self::Aborted => Self::ABORTED,
+            Self::Failed(_) => Self::FAILED,
+        }
+    }
+
+    /// A failure described in words.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(anyhow::Error::msg(message.into()))
+    }
+
+    /// A Postgres error while `doing` something.
+    pub fn postgres(doing: &str, error: &tokio_postgres::Error) -> Self {
+        let reason = match error.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => chain(error),
+        };
+        Self::failed(format!("{doing} (Postgres, DATABASE_URL): {reason}"))
+    }
+}
+
+impl From<serde_json::Error> for CtlError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::failed(format!("writing JSON: {e}"))
+    }
+}
+
+/// An error and its causes, `outer: inner: …`, as `anyhow`'s `{:#}` shows them.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
