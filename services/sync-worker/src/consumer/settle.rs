@@ -134,8 +134,11 @@ async fn count_redelivery(ctx: &Ctx<'_>, item: &Item, seen: u32) -> anyhow::Resu
     failure::set_u32(&mut headers, header::REDELIVERIES, seen);
     let key =
         super::facts::original_routing_key(&delivery.properties, delivery.routing_key.as_str());
-    let exchange = ctx.topology.ops_exchange();
-    copies::publish_copy(ctx, &exchange, &key, delivery, headers).await?;
+    failure::set_str(&mut headers, header::ORIGINAL_ROUTING_KEY, &key);
+    // Straight to the work queue by name: a message published directly to the queue has a
+    // routing key the operations exchange would not route.
+    let queue = ctx.topology.work_queue();
+    copies::publish_copy(ctx, "", &queue, delivery, headers).await?;
     copies::ack(delivery).await
 }
 
