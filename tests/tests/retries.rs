@@ -646,6 +646,7 @@ async fn recording_a_failure_gives_up_after_the_database_timeout() {
     let records = FailureRecords::new(&pool, timeout);
     let failure = Failure {
         message_id: "stalled-1",
+        publisher_message_id: None,
         op: None,
         routing_key: "op.create",
         attempt: 1,

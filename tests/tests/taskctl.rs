@@ -499,6 +499,12 @@ async fn a_message_published_straight_to_the_work_queue_is_replayed_by_op_or_pub
         panic!("replay by op id failed: {e}");
     }
     // The publisher knows its own message id only.
+    let shown = ctl_json(&stack, &["dlq", "show", "publisher-2"]).await;
+    assert_eq!(
+        shown["record"]["op_id"],
+        json!(ids[1].to_string()),
+        "{shown}"
+    );
     let by_publisher = ctl_json(&stack, &["dlq", "replay", "publisher-2"]).await;
     assert_eq!(by_publisher["replayed"], json!([ids[1].to_string()]));
     assert_eq!(by_publisher["not_found"], json!([]));

@@ -153,7 +153,7 @@ impl Records {
         let op_id = Uuid::parse_str(key).ok();
         let sql = format!(
             "SELECT {COLUMNS}, state, history, body FROM operation_failures \
-             WHERE message_id = $1 OR op_id = $2 \
+             WHERE message_id = $1 OR op_id = $2 OR publisher_message_id = $1 \
              ORDER BY message_id = $1 DESC, last_failed_at DESC LIMIT 1"
         );
         let doing = "reading a failure record";

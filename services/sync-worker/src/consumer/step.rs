@@ -244,6 +244,11 @@ async fn record_one(records: &FailureRecords<'_>, verdict: &Verdict) -> Result<(
     };
     let failure = Failure {
         message_id: &verdict.item.message_id,
+        publisher_message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str()),
         op: verdict.op.as_ref(),
         routing_key: &routing_key,
         attempt,

@@ -23,6 +23,8 @@ use tasksync_shared::{
 pub struct Failure<'a> {
     /// The record's key: the op id, or the id of an unreadable message.
     pub message_id: &'a str,
+    /// The AMQP `message_id` its publisher gave it, if any.
+    pub publisher_message_id: Option<&'a str>,
     pub op: Option<&'a Operation>,
     pub routing_key: &'a str,
     pub attempt: u32,
@@ -126,12 +128,14 @@ impl<'a> FailureRecords<'a> {
 const UPSERT: &str = "\
     INSERT INTO operation_failures AS f \
       (message_id, op_id, task_id, user_id, kind, routing_key, attempts, first_failed_at, \
-       last_failed_at, last_error, history, state, body) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, jsonb_build_array($10::jsonb), $11, $12) \
+       last_failed_at, last_error, history, state, body, publisher_message_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, jsonb_build_array($10::jsonb), $11, $12, \
+      $13) \
     ON CONFLICT (message_id) DO UPDATE SET \
       attempts = EXCLUDED.attempts, last_failed_at = EXCLUDED.last_failed_at, \
       last_error = EXCLUDED.last_error, history = f.history || EXCLUDED.history, \
-      state = EXCLUDED.state \
+      state = EXCLUDED.state, \
+      publisher_message_id = COALESCE(f.publisher_message_id, EXCLUDED.publisher_message_id) \
     WHERE NOT (f.state = EXCLUDED.state AND f.attempts = EXCLUDED.attempts)";
 
 async fn upsert(
@@ -160,6 +164,7 @@ async fn upsert(
                 &event,
                 &state.as_str(),
                 &failure.body,
+                &failure.publisher_message_id.map(storable),
             ],
         )
         .await?;
