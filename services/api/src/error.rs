@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `BadRequest` | 400, message names the field |
 //! | `NotFound` | 404 |
+//! | `RequestTimeout` | 408: the body was not received within `HTTP_REQUEST_TIMEOUT_MS` |
 //! | `Conflict` | 409 |
 //! | `PayloadTooLarge` | 413 |
 //! | `UnsupportedMediaType` | 415 |
@@ -31,6 +32,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -53,6 +56,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

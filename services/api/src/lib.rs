@@ -19,6 +19,7 @@ pub mod broker;
 pub mod cursor;
 pub mod error;
 pub mod extract;
+pub mod json;
 pub mod routes;
 pub mod state;
 pub mod storage;
