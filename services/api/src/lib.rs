@@ -5,6 +5,8 @@
 //! Layout:
 //! - [`Application`]: builds the service from [`Settings`], exposes its bound port, runs until
 //!   a shutdown future resolves (tests start it exactly as `main` does);
+//! - [`server`]: the HTTP/1.1 connection loop (header timeout, connection cap, graceful
+//!   shutdown); [`limits`]: per-request limits (early 413, request deadline);
 //! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, operation
 //!   status, status, health);
 //! - [`batch`]: reading the items of an offline push one by one;
@@ -12,7 +14,7 @@
 //! - [`broker`]: publishing with confirms and receiving outcomes;
 //! - [`storage`]: all SQL (reads only);
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
-//!   rejections use it.
+//!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors.
 
 pub mod batch;
 pub mod broker;
@@ -20,7 +22,9 @@ pub mod cursor;
 pub mod error;
 pub mod extract;
 pub mod json;
+pub mod limits;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod storage;
 
@@ -29,7 +33,7 @@ use std::{future::Future, sync::Arc};
 use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::{broker::Broker, state::AppState};
+use crate::{broker::Broker, server::ConnectionLimits, state::AppState};
 
 /// A built, bound, not yet serving api.
 #[derive(Debug)]
@@ -72,13 +76,14 @@ impl Application {
         let broker: JoinHandle<()> = tokio::spawn(self.state.broker.clone().maintain(stop.clone()));
         tokio::spawn(wait_for_schema(self.state.db.clone(), stop));
         tracing::info!(port = self.port, "api listening");
+        let limits = ConnectionLimits {
+            header_timeout: self.state.settings.http_header_timeout,
+            max_connections: self.state.settings.http_max_connections,
+        };
         let app = routes::router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        server::serve(self.listener, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = broker.await;
-        served?;
         tracing::info!("api stopped");
         Ok(())
     }

@@ -1,0 +1,98 @@
+//! The HTTP/1.1 server loop: hyper with the connection limits `axum::serve` does not offer.
+//!
+//! - `HTTP_HEADER_TIMEOUT_MS`: hyper closes a connection whose request headers have not arrived
+//!   in time (a byte-a-time sender), and likewise a keep-alive connection idle that long. It
+//!   closes without an answer: hyper writes no response for a header timeout.
+//! - `HTTP_MAX_CONNECTIONS`: a connection is accepted only when one of that many slots is free.
+//!   Over the cap, new connections wait in the kernel's listen backlog (the client sees a slow
+//!   connect, not an error) and are served as slots free up; since every connection ends within
+//!   the header timeout when idle, and within `HTTP_REQUEST_TIMEOUT_MS` when busy, a slot never
+//!   stays taken for long by a slow or silent client.
+//! - Shutdown: stop accepting, let every connection finish its request in flight (idle ones
+//!   close at once), then return.
+//!
+//! hyper answers requests it cannot parse itself, before any of our code runs: 400 (malformed
+//! request line or header), 414 (URI too long), 431 (headers too large or too many). Those
+//! answers have no body; hyper offers no hook to give them ours.
+
+use std::{future::Future, io, pin::pin, sync::Arc, time::Duration};
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+/// The connection limits of [`serve`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains the connections.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small JSON answers go out at once rather than waiting for Nagle's timer.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "stopped accepting; finishing requests in flight"
+    );
+    graceful.shutdown().await;
+}
+
+/// A failed accept: a connection reset before it was accepted is the client's business; running
+/// out of file descriptors is ours, and retrying at once would spin.
+async fn accept_failed(error: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(%error, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
