@@ -1,6 +1,8 @@
 //! Per-request limits, checked before a handler runs (SPEC §3: bad input gets a 4xx in our
 //! error body).
 //!
+//! - A path and query longer than [`MAX_URI_BYTES`] is a 414 with our body (hyper's own 414,
+//!   for URIs over 64 KiB, has none).
 //! - A declared `Content-Length` over `BODY_LIMIT_BYTES` is a 413 at once: the body is never
 //!   read, so hyper never sends `100 Continue` to a client that asked for it. Bodies without a
 //!   length (chunked) are cut at the limit while they are read.
@@ -21,6 +23,9 @@ use tokio::time::Instant;
 
 use crate::{error::ApiError, extract::BodyDeadline};
 
+/// Longest path and query the api reads; its longest real one is under 200 bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// The limits [`guard`] applies.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestLimits {
@@ -33,6 +38,16 @@ pub async fn guard(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return ApiError::UriTooLong(format!(
+            "the path and query are {uri_bytes} bytes, over the limit of {MAX_URI_BYTES}"
+        ))
+        .into_response();
+    }
     if let Some(declared) = declared_length(&request) {
         if declared > limits.body_limit as u64 {
             return ApiError::PayloadTooLarge(format!(

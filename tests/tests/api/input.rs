@@ -367,6 +367,19 @@ async fn null_title_and_completed_mean_absent_in_a_push_as_on_rest() {
     );
 }
 
+#[tokio::test]
+async fn a_uri_over_8_kib_is_a_414_with_the_error_body() {
+    let stack = TestStack::start().await;
+    let reply = stack
+        .get(&format!(
+            "/tasks?include_deleted=false&pad={}",
+            "a".repeat(9 * 1024)
+        ))
+        .await;
+    assert_eq!(reply.status, 414, "{reply:?}");
+    assert!(reply.error_message("/api/tasks").contains("8192"));
+}
+
 // ---- Connections, over raw TCP -------------------------------------------------------------
 
 fn address(stack: &TestStack) -> String {
