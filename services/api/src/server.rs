@@ -8,12 +8,17 @@
 //!   connect, not an error) and are served as slots free up; since every connection ends within
 //!   the header timeout when idle, and within `HTTP_REQUEST_TIMEOUT_MS` when busy, a slot never
 //!   stays taken for long by a slow or silent client.
+//! - A request head (request line and headers) may hold [`MAX_HEAD_BYTES`]; hyper answers a
+//!   larger one 431. The read buffer is capped alike, which bounds what a connection can make
+//!   us hold before its headers complete to about `HTTP_MAX_CONNECTIONS` × 64 KiB (hyper's
+//!   default is ~400 KiB).
 //! - Shutdown: stop accepting, let every connection finish its request in flight (idle ones
 //!   close at once), then return.
 //!
 //! hyper answers requests it cannot parse itself, before any of our code runs: 400 (malformed
-//! request line or header), 414 (URI too long), 431 (headers too large or too many). Those
-//! answers have no body; hyper offers no hook to give them ours.
+//! request line or header), 414 (URI over 65,534 bytes), 431 (head over [`MAX_HEAD_BYTES`] or
+//! more than 100 headers). Those answers have no body: hyper offers no hook to give them ours.
+//! URIs over 8 KiB that hyper does read get our 414 with the error body ([`crate::limits`]).
 
 use std::{future::Future, io, pin::pin, sync::Arc, time::Duration};
 
@@ -25,6 +30,9 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
+
+/// Largest request head (request line and headers) hyper buffers.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// The connection limits of [`serve`].
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +52,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES);
     let mut shutdown = pin!(shutdown);
     loop {
         let slot = tokio::select! {

@@ -499,6 +499,21 @@ async fn a_declared_length_over_the_limit_is_a_413_at_once_without_100_continue(
 }
 
 #[tokio::test]
+async fn a_request_head_over_64_kib_is_refused_by_hyper_with_431() {
+    let stack = TestStack::start().await;
+    let mut stream = TcpStream::connect(address(&stack)).await.unwrap();
+    let head = format!(
+        "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    // The server may close before it has read everything: a failed write is fine.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let response = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    // hyper's own answer, without our error body (documented in the api's `server` module).
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_wait_until_a_slot_frees() {
     let mut stack = TestStack::start_with(|s| s.http_max_connections = 1).await;
     // Let go of the client's pooled connection, so that the one slot is free.
