@@ -47,6 +47,12 @@ impl Application {
     /// Binds `HOST:PORT` (port 0 picks a free one) and prepares the pools. Connections to
     /// Postgres and RabbitMQ are made in the background, so the api starts whatever is down.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.http_request_timeout <= settings.write_wait + settings.publish_timeout {
+            tracing::warn!(
+                "HTTP_REQUEST_TIMEOUT_MS is not above WRITE_WAIT_MS + PUBLISH_TIMEOUT_MS: a write \
+                 the broker accepted may be answered 503 when its wait is cut short"
+            );
+        }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
         let port = listener.local_addr()?.port();
         let db = db::pool(&settings.database_url, settings.db_pool_size)?;

@@ -480,6 +480,23 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408_with_the_error_body() {
 }
 
 #[tokio::test]
+async fn an_answer_not_ready_by_the_request_deadline_is_a_503_with_the_error_body() {
+    // Misconfigured on purpose: the write waits longer for the worker than the deadline allows.
+    let mut stack = TestStack::start_with(|s| {
+        s.http_request_timeout = Duration::from_millis(400);
+        s.write_wait = Duration::from_secs(20);
+    })
+    .await;
+    stack.stop_worker().await;
+    let started = Instant::now();
+    let reply = stack.create_task(json!({"title": "waits"})).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let message = reply.error_message("/api/tasks");
+    assert!(message.contains("not answered within 400 ms"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
 async fn a_declared_length_over_the_limit_is_a_413_at_once_without_100_continue() {
     let stack = TestStack::start().await;
     let mut stream = TcpStream::connect(address(&stack)).await.unwrap();
