@@ -82,9 +82,11 @@ impl Application {
         let broker: JoinHandle<()> = tokio::spawn(self.state.broker.clone().maintain(stop.clone()));
         tokio::spawn(wait_for_schema(self.state.db.clone(), stop));
         tracing::info!(port = self.port, "api listening");
+        let settings = &self.state.settings;
         let limits = ConnectionLimits {
-            header_timeout: self.state.settings.http_header_timeout,
-            max_connections: self.state.settings.http_max_connections,
+            header_timeout: settings.http_header_timeout,
+            max_connections: settings.http_max_connections,
+            drain_timeout: settings.http_header_timeout + settings.http_request_timeout,
         };
         let app = routes::router(self.state);
         server::serve(self.listener, app, limits, shutdown).await;

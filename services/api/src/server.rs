@@ -13,7 +13,10 @@
 //!   us hold before its headers complete to about `HTTP_MAX_CONNECTIONS` × 64 KiB (hyper's
 //!   default is ~400 KiB).
 //! - Shutdown: stop accepting, let every connection finish its request in flight (idle ones
-//!   close at once), then return.
+//!   close at once), then return. A connection that has not sent a full request yet is closed
+//!   by its header timeout; the wait as a whole is bounded by `drain_timeout` (the header plus
+//!   the request timeout), after which the connections left, such as a client reading its
+//!   answer very slowly, are cut.
 //!
 //! hyper answers requests it cannot parse itself, before any of our code runs: 400 (malformed
 //! request line or header), 414 (URI over 65,534 bytes), 431 (head over [`MAX_HEAD_BYTES`] or
@@ -29,7 +32,7 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
 /// Largest request head (request line and headers) hyper buffers.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -39,6 +42,8 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Longest wait for the connections to finish once shutdown began.
+    pub drain_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains the connections.
@@ -56,7 +61,10 @@ pub async fn serve(
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES);
     let mut shutdown = pin!(shutdown);
+    let mut connections = JoinSet::new();
     loop {
+        // Forget the connections that ended, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
@@ -78,7 +86,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
@@ -90,7 +98,16 @@ pub async fn serve(
         connections = graceful.count(),
         "stopped accepting; finishing requests in flight"
     );
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_timeout_ms = limits.drain_timeout.as_millis(),
+            "connections still open after the drain timeout are cut"
+        );
+    }
+    connections.shutdown().await;
 }
 
 /// A failed accept: a connection reset before it was accepted is the client's business; running

@@ -558,6 +558,39 @@ async fn connections_over_the_cap_wait_until_a_slot_frees() {
 }
 
 #[tokio::test]
+async fn a_silent_connection_does_not_hold_up_shutdown_past_the_header_timeout() {
+    let stack = TestStack::start().await;
+    let mut settings = stack.settings.clone();
+    settings.http_header_timeout = Duration::from_millis(500);
+    let extra = stack.spawn_api(settings).await;
+    let silent = TcpStream::connect(
+        extra
+            .base
+            .trim_start_matches("http://")
+            .trim_end_matches("/api"),
+    )
+    .await
+    .unwrap();
+    // Connections are accepted in order: once a later one is answered, the silent one is in.
+    let health = stack
+        .http
+        .get(format!("{}/health", extra.base))
+        .send()
+        .await;
+    assert_eq!(health.unwrap().status(), 200);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), extra.stop())
+        .await
+        .expect("the api stops although a connection never sent its request");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn a_stopping_api_finishes_the_request_in_flight() {
     let mut stack = TestStack::start_with(|s| s.write_wait = Duration::from_millis(1_500)).await;
     stack.stop_worker().await;
