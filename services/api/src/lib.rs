@@ -73,7 +73,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight
-    /// (they may still be waiting for outcomes), and closes the broker connection.
+    /// (they may still be waiting for outcomes; at most `HTTP_HEADER_TIMEOUT_MS` +
+    /// `HTTP_REQUEST_TIMEOUT_MS`, see [`server`]), and closes the broker connection.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
