@@ -44,6 +44,15 @@ pub struct Settings {
     pub db_timeout: Duration,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// `HTTP_HEADER_TIMEOUT_MS`: longest wait for a request's headers (also how long an idle
+    /// keep-alive connection stays open); the api then closes the connection.
+    pub http_header_timeout: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_MS`: longest time from a request's headers to its answer. A body
+    /// not received by then is a 408; an answer not ready by then a 503.
+    pub http_request_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: most connections the api serves at once; more wait in the
+    /// listen backlog until one closes.
+    pub http_max_connections: usize,
 }
 
 impl Default for Settings {
@@ -65,6 +74,9 @@ impl Default for Settings {
             max_batch_items: 1_000,
             db_timeout: Duration::from_millis(30_000),
             log_format: LogFormat::Text,
+            http_header_timeout: Duration::from_millis(10_000),
+            http_request_timeout: Duration::from_millis(30_000),
+            http_max_connections: 10_000,
         }
     }
 }
@@ -119,6 +131,14 @@ impl Settings {
                 .map(millis)
                 .unwrap_or(d.db_timeout),
             log_format: parse(&get, "LOG_FORMAT")?.unwrap_or(d.log_format),
+            http_header_timeout: positive(&get, "HTTP_HEADER_TIMEOUT_MS")?
+                .map(millis)
+                .unwrap_or(d.http_header_timeout),
+            http_request_timeout: positive(&get, "HTTP_REQUEST_TIMEOUT_MS")?
+                .map(millis)
+                .unwrap_or(d.http_request_timeout),
+            http_max_connections: positive(&get, "HTTP_MAX_CONNECTIONS")?
+                .unwrap_or(d.http_max_connections),
         })
     }
 }

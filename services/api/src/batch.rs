@@ -23,6 +23,19 @@ pub struct BadItem {
     pub error: String,
 }
 
+impl BadItem {
+    /// The slot of `item`, refused for `error` (`<field>: <reason>`).
+    pub fn of(item: &Value, error: String) -> Self {
+        let text = |name: &str| item.get(name).and_then(Value::as_str).map(str::to_string);
+        Self {
+            task_id: text("task_id"),
+            op_id: text("id"),
+            operation: text("operation"),
+            error,
+        }
+    }
+}
+
 /// Reads one item for `user`. `received_at` is when the api received the request (already at
 /// database precision): no item is stamped later than that, so a device whose clock runs ahead
 /// cannot win the future.
@@ -31,17 +44,10 @@ pub fn read_item(
     user: &str,
     received_at: DateTime<Utc>,
 ) -> Result<Operation, BadItem> {
-    let text = |name: &str| item.get(name).and_then(Value::as_str).map(str::to_string);
-    let bad = |error: String| BadItem {
-        task_id: text("task_id"),
-        op_id: text("id"),
-        operation: text("operation"),
-        error,
-    };
     let Some(object) = item.as_object() else {
-        return Err(bad("item: must be an object".into()));
+        return Err(BadItem::of(item, "item: must be an object".into()));
     };
-    parse(object, user, received_at).map_err(bad)
+    parse(object, user, received_at).map_err(|error| BadItem::of(item, error))
 }
 
 fn parse(
@@ -64,12 +70,12 @@ fn parse(
         Some(_) => return Err("data: must be an object".into()),
     };
     // The write's time: when the device changed the task, else when it queued the operation.
-    let client_time = match timestamp(data, "updated_at")? {
-        Some(t) => t,
-        None => {
-            timestamp(item, "created_at")?.ok_or("created_at: is required (or data.updated_at)")?
-        }
-    };
+    // Both are checked whichever is used.
+    let updated_at = timestamp(data, "updated_at")?;
+    let created_at = timestamp(item, "created_at")?;
+    let client_time = updated_at
+        .or(created_at)
+        .ok_or("created_at: is required (or data.updated_at)")?;
     let fields = match kind {
         // A delete writes only the deleted flag; whatever else it carries is not applied.
         OpKind::Delete => OperationFields::default(),
@@ -96,20 +102,25 @@ fn uuid(item: &Map<String, Value>, name: &str) -> Result<Uuid, String> {
     }
 }
 
-fn timestamp(object: &Map<String, Value>, name: &str) -> Result<Option<DateTime<Utc>>, String> {
+/// An optional client timestamp: RFC 3339, within [`validate::stamp`]'s bounds.
+pub fn timestamp(
+    object: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<DateTime<Utc>>, String> {
     match object.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|e| format!("{name}: must be an RFC 3339 timestamp ({e})")),
+        Some(Value::String(s)) => validate::parse_stamp(name, s)
+            .map(Some)
+            .map_err(|e| e.to_string()),
         Some(_) => Err(format!("{name}: must be an RFC 3339 timestamp string")),
     }
 }
 
-/// The task fields of `data`; `description: null` clears the description.
+/// The task fields of `data`. As in a REST body, `null` means absent (`title`, `completed`),
+/// except for `description`, where `null` clears it.
 fn fields(data: &Map<String, Value>) -> Result<OperationFields, String> {
     let title = match data.get("title") {
-        None => None,
+        None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err("title: must be a string".into()),
     };
@@ -120,7 +131,7 @@ fn fields(data: &Map<String, Value>) -> Result<OperationFields, String> {
         Some(_) => return Err("description: must be a string or null".into()),
     };
     let completed = match data.get("completed") {
-        None => None,
+        None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => return Err("completed: must be true or false".into()),
     };
@@ -221,5 +232,71 @@ mod tests {
         let bad = read_item(&item("rename", json!({})), "u", now()).unwrap_err();
         assert_eq!(bad.operation.as_deref(), Some("rename"));
         assert!(bad.task_id.is_some() && bad.op_id.is_some());
+    }
+
+    #[test]
+    fn timestamps_outside_the_epoch_to_year_9999_are_refused_wherever_they_are() {
+        let at = now();
+        let mut early = item(
+            "update",
+            json!({"title": "t", "updated_at": "0000-01-01T00:00:00+23:59"}),
+        );
+        let bad = read_item(&early, "u", at).unwrap_err();
+        assert!(
+            bad.error.starts_with("updated_at: ") && bad.error.contains("1970"),
+            "{bad:?}"
+        );
+        // created_at is checked even when data.updated_at is the stamp used.
+        early["data"]["updated_at"] = json!("2026-01-01T00:00:00Z");
+        early["created_at"] = json!("1969-12-31T23:59:59Z");
+        let bad = read_item(&early, "u", at).unwrap_err();
+        assert!(bad.error.starts_with("created_at: "), "{bad:?}");
+        early["created_at"] = json!("9999-12-31T23:59:59-01:00");
+        let bad = read_item(&early, "u", at).unwrap_err();
+        assert!(
+            bad.error.starts_with("created_at: ") && bad.error.contains("9999"),
+            "{bad:?}"
+        );
+        early["created_at"] = json!("1970-01-01T00:00:00Z");
+        assert!(read_item(&early, "u", at).is_ok());
+    }
+
+    #[test]
+    fn null_title_and_completed_mean_absent_and_null_description_clears() {
+        let op = read_item(
+            &item(
+                "update",
+                json!({"title": null, "completed": null, "description": null}),
+            ),
+            "u",
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            op.fields,
+            OperationFields {
+                title: None,
+                description: Some(None),
+                completed: None
+            }
+        );
+        let bad = read_item(&item("create", json!({"title": null})), "u", now()).unwrap_err();
+        assert_eq!(bad.error, "title: is required");
+    }
+
+    #[test]
+    fn control_characters_in_text_fields_are_item_errors() {
+        let bad = read_item(
+            &item("create", json!({"title": "nul\u{0}title"})),
+            "u",
+            now(),
+        );
+        assert!(bad.unwrap_err().error.starts_with("title: "));
+        let bad = read_item(
+            &item("create", json!({"title": "t", "description": "a\u{1b}b"})),
+            "u",
+            now(),
+        );
+        assert!(bad.unwrap_err().error.starts_with("description: "));
     }
 }

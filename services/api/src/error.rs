@@ -1,13 +1,16 @@
 //! The api's one error type, and the middleware that renders every error response — ours and
 //! axum's own (unknown route, wrong method) — as the SPEC §3 body
-//! `{"error", "timestamp", "path"}`.
+//! `{"error", "timestamp", "path"}`. The only answers without it are hyper's own, written before
+//! any of this runs: 400, 414 and 431 for requests it cannot parse (see [`crate::server`]).
 //!
 //! | variant | status |
 //! |---|---|
 //! | `BadRequest` | 400, message names the field |
 //! | `NotFound` | 404 |
+//! | `RequestTimeout` | 408: the body was not received within `HTTP_REQUEST_TIMEOUT_MS` |
 //! | `Conflict` | 409 |
 //! | `PayloadTooLarge` | 413 |
+//! | `UriTooLong` | 414: the path and query are longer than the api reads |
 //! | `UnsupportedMediaType` | 415 |
 //! | `Unavailable` | 503 with `Retry-After`, names the dependency |
 //! | `OperationFailed` | 500: the worker tried every attempt and parked the operation |
@@ -31,9 +34,13 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UriTooLong(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -53,8 +60,10 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OperationFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,20 +1,74 @@
 //! Extractors whose rejections come out as [`ApiError`]s, so that bad JSON, a wrong content
-//! type, an oversized body or a malformed id get our error body and the right status.
+//! type, an oversized or late body or a malformed id get our error body and the right status.
+//!
+//! JSON bodies follow one rule everywhere (REST and pushes): a key may appear once per object,
+//! and a REST body is an object.
+
+use std::time::Duration;
 
 use axum::{
+    body::Bytes,
     extract::{
         FromRequest, FromRequestParts, Request,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
+        rejection::{BytesRejection, PathRejection, QueryRejection},
     },
-    http::{StatusCode, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tasksync_shared::config::DEFAULT_USER;
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    json::{self, Parsed},
+};
 
-/// `axum::Json` with our rejections.
+/// When a request's body must have arrived in full; set by [`crate::limits::guard`] from
+/// `HTTP_REQUEST_TIMEOUT_MS`.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline {
+    pub at: Instant,
+    pub timeout: Duration,
+}
+
+/// A JSON body, read within the body limit and the request's [`BodyDeadline`], parsed
+/// strictly: its repeated keys are listed, not dropped ([`json::parse`]). Any JSON value.
+#[derive(Debug)]
+pub struct JsonBody(pub Parsed);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a body with Content-Type: application/json".into(),
+            ));
+        }
+        let deadline = request.extensions().get::<BodyDeadline>().copied();
+        let read = Bytes::from_request(request, state);
+        let bytes = match deadline {
+            Some(BodyDeadline { at, timeout }) => {
+                tokio::time::timeout_at(at, read).await.map_err(|_| {
+                    ApiError::RequestTimeout(format!(
+                        "the request body did not arrive within {} ms",
+                        timeout.as_millis()
+                    ))
+                })?
+            }
+            None => read.await,
+        }
+        .map_err(body_rejection)?;
+        json::parse(&bytes)
+            .map(Self)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))
+    }
+}
+
+/// A JSON object body read into `T`: a repeated key, a body that is not an object, or a field
+/// of the wrong type is a 400 naming the field.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -26,30 +80,46 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let JsonBody(Parsed { value, duplicates }) = JsonBody::from_request(request, state).await?;
+        if let Some(path) = duplicates.first() {
+            return Err(ApiError::BadRequest(json::repeated_key(path)));
         }
+        if !value.is_object() {
+            // serde would read a struct from an array by position: `["x", null, true]`.
+            return Err(ApiError::BadRequest(format!(
+                "invalid request body: must be a JSON object, got {}",
+                json::kind_of(&value)
+            )));
+        }
+        serde_path_to_error::deserialize::<Value, T>(value)
+            .map(Self)
+            .map_err(|e| ApiError::BadRequest(json::describe(&e.path().to_string(), e.inner())))
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!(
-            "invalid request body: {}",
-            std::error::Error::source(&e).map_or_else(|| e.body_text(), ToString::to_string)
-        )),
-        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!(
-            "malformed JSON: {}",
-            std::error::Error::source(&e).map_or_else(|| e.body_text(), ToString::to_string)
-        )),
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-            "expected a body with Content-Type: application/json".into(),
-        ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge("request body too large".into())
-        }
-        other => ApiError::BadRequest(other.body_text()),
+/// `application/json` or any `application/*+json`, as axum's `Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("request body too large".into())
+    } else {
+        ApiError::BadRequest("the request body could not be read in full".into())
     }
 }
 

@@ -5,6 +5,8 @@
 //! Layout:
 //! - [`Application`]: builds the service from [`Settings`], exposes its bound port, runs until
 //!   a shutdown future resolves (tests start it exactly as `main` does);
+//! - [`server`]: the HTTP/1.1 connection loop (header timeout, connection cap, graceful
+//!   shutdown); [`limits`]: per-request limits (early 413, request deadline);
 //! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, operation
 //!   status, status, health);
 //! - [`batch`]: reading the items of an offline push one by one;
@@ -12,14 +14,17 @@
 //! - [`broker`]: publishing with confirms and receiving outcomes;
 //! - [`storage`]: all SQL (reads only);
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
-//!   rejections use it.
+//!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors.
 
 pub mod batch;
 pub mod broker;
 pub mod cursor;
 pub mod error;
 pub mod extract;
+pub mod json;
+pub mod limits;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod storage;
 
@@ -28,7 +33,7 @@ use std::{future::Future, sync::Arc};
 use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::{broker::Broker, state::AppState};
+use crate::{broker::Broker, server::ConnectionLimits, state::AppState};
 
 /// A built, bound, not yet serving api.
 #[derive(Debug)]
@@ -42,6 +47,12 @@ impl Application {
     /// Binds `HOST:PORT` (port 0 picks a free one) and prepares the pools. Connections to
     /// Postgres and RabbitMQ are made in the background, so the api starts whatever is down.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.http_request_timeout <= settings.write_wait + settings.publish_timeout {
+            tracing::warn!(
+                "HTTP_REQUEST_TIMEOUT_MS is not above WRITE_WAIT_MS + PUBLISH_TIMEOUT_MS: a write \
+                 the broker accepted may be answered 503 when its wait is cut short"
+            );
+        }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
         let port = listener.local_addr()?.port();
         let db = db::pool(&settings.database_url, settings.db_pool_size)?;
@@ -62,7 +73,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight
-    /// (they may still be waiting for outcomes), and closes the broker connection.
+    /// (they may still be waiting for outcomes; at most `HTTP_HEADER_TIMEOUT_MS` +
+    /// `HTTP_REQUEST_TIMEOUT_MS`, see [`server`]), and closes the broker connection.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -71,13 +83,16 @@ impl Application {
         let broker: JoinHandle<()> = tokio::spawn(self.state.broker.clone().maintain(stop.clone()));
         tokio::spawn(wait_for_schema(self.state.db.clone(), stop));
         tracing::info!(port = self.port, "api listening");
+        let settings = &self.state.settings;
+        let limits = ConnectionLimits {
+            header_timeout: settings.http_header_timeout,
+            max_connections: settings.http_max_connections,
+            drain_timeout: settings.http_header_timeout + settings.http_request_timeout,
+        };
         let app = routes::router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        server::serve(self.listener, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = broker.await;
-        served?;
         tracing::info!("api stopped");
         Ok(())
     }

@@ -13,12 +13,17 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     error::{ApiError, render_errors},
+    limits::{self, RequestLimits},
     state::AppState,
 };
 
 /// The whole api under `/api`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
+    let limits = RequestLimits {
+        body_limit,
+        request_timeout: state.settings.http_request_timeout,
+    };
     let api = Router::new()
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route(
@@ -36,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside `render_errors`, so that its 413, 408 and 503 get the error body.
+        .layer(middleware::from_fn_with_state(limits, limits::guard))
         .layer(middleware::from_fn(render_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

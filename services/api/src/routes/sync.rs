@@ -2,7 +2,10 @@
 //! operations it queued.
 //!
 //! Each item is read on its own ([`crate::batch`]): a bad one is an `error` in its slot and the
-//! others go on. The good ones are published together with pipelined confirms, and the answer
+//! others go on. An item that repeats a key, or that reuses an earlier item's op id with other
+//! content, is such an error; an op id repeated with the same content is one operation,
+//! published once and answered in every slot that carries it. A repeated key outside the items,
+//! or a bad `client_timestamp`, is a 400 for the whole request. The good ones are published together with pipelined confirms, and the answer
 //! waits up to `WRITE_WAIT_MS` for their outcomes: `success`, `conflict` (with the winning task),
 //! `error`, or `pending` (durably accepted, not applied yet). If publishing fails, nothing may
 //! be assumed accepted, so the whole request answers 503; re-pushing is safe since the op id is
@@ -14,14 +17,17 @@ use axum::{Json, extract::State, http::HeaderMap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use tasksync_shared::{Operation, OutcomeReport, OutcomeStatus, Task, model::to_db_precision};
+use tasksync_shared::{
+    Operation, OutcomeReport, OutcomeStatus, Task, model::to_db_precision, operation::ItemStatus,
+};
 use uuid::Uuid;
 
 use crate::{
     batch::{self, BadItem},
     broker::PublishError,
     error::ApiError,
-    extract::{ApiJson, CurrentUser},
+    extract::{CurrentUser, JsonBody},
+    json::{self, JsonPath, Parsed, Step},
     routes::tasks::respond_async,
     state::AppState,
 };
@@ -33,8 +39,7 @@ pub struct Processed {
     client_id: Option<String>,
     op_id: Option<String>,
     server_id: Option<String>,
-    /// `success`, `conflict`, `error` or `pending`.
-    status: &'static str,
+    status: ItemStatus,
     /// The task after the operation (the winning task on a conflict); null on error or while
     /// pending.
     resolved_data: Option<Task>,
@@ -69,27 +74,23 @@ pub async fn push(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Value>,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<PushResponse>, ApiError> {
     let received_at = to_db_precision(Utc::now());
-    let Some(items) = body.get("items").and_then(Value::as_array) else {
-        return Err(ApiError::BadRequest(
-            "items: required, an array of operations".into(),
-        ));
-    };
+    let items = request_items(&body, state.settings.max_batch_items)?;
     tracing::Span::current().record("items", items.len());
-    let max = state.settings.max_batch_items;
-    if items.len() > max {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "items: at most {max} per request, got {}; push them in smaller batches",
-            items.len()
-        )));
-    }
-    let read: Vec<Result<Operation, BadItem>> = items
+    let repeated = repeated_keys_by_item(&body.duplicates);
+    let mut read: Vec<Result<Operation, BadItem>> = items
         .iter()
-        .map(|item| batch::read_item(item, &user, received_at))
+        .enumerate()
+        .map(|(i, item)| match repeated.get(&i) {
+            Some(error) => Err(BadItem::of(item, error.clone())),
+            None => batch::read_item(item, &user, received_at),
+        })
         .collect();
-    // An op id repeated within the request is published once; every slot gets its outcome.
+    refuse_reused_op_ids(&mut read, items);
+    // An op id repeated with the same content is one operation: published once, and every
+    // slot that carries it gets its outcome.
     let mut seen = HashSet::new();
     let unique: Vec<Operation> = read
         .iter()
@@ -108,6 +109,75 @@ pub async fn push(
             .map_err(not_accepted)?
     };
     Ok(Json(answer(&read, &outcomes)))
+}
+
+/// The items of a push, after the checks that concern the whole request: a JSON object with
+/// `items` (at most `max`), no repeated key outside the items, a valid `client_timestamp`.
+fn request_items(body: &Parsed, max: usize) -> Result<&[Value], ApiError> {
+    let Some(items) = body.value.get("items").and_then(Value::as_array) else {
+        return Err(ApiError::BadRequest(
+            "items: required, an array of operations in a JSON object".into(),
+        ));
+    };
+    if let Some(path) = body.duplicates.iter().find(|p| item_index(p).is_none()) {
+        return Err(ApiError::BadRequest(json::repeated_key(path)));
+    }
+    if items.len() > max {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "items: at most {max} per request, got {}; push them in smaller batches",
+            items.len()
+        )));
+    }
+    if let Some(object) = body.value.as_object() {
+        batch::timestamp(object, "client_timestamp").map_err(ApiError::BadRequest)?;
+    }
+    Ok(items)
+}
+
+/// The item a repeated key lies in (`items[i]…`), if any.
+fn item_index(path: &JsonPath) -> Option<usize> {
+    match path.0.as_slice() {
+        [Step::Key(items), Step::Index(i), _, ..] if items == "items" => Some(*i),
+        _ => None,
+    }
+}
+
+/// The error of each item that repeats a key, naming the key by its path within the item.
+fn repeated_keys_by_item(duplicates: &[JsonPath]) -> HashMap<usize, String> {
+    let mut by_item = HashMap::new();
+    for path in duplicates {
+        if let Some(i) = item_index(path) {
+            let within = JsonPath(path.0[2..].to_vec());
+            by_item
+                .entry(i)
+                .or_insert_with(|| json::repeated_key(&within));
+        }
+    }
+    by_item
+}
+
+/// An op id names one operation: a later item that reuses an earlier item's op id with other
+/// content (task, kind, fields or stamp) is an error in its slot and is not published, so that
+/// neither operation silently takes the other's place.
+fn refuse_reused_op_ids(read: &mut [Result<Operation, BadItem>], items: &[Value]) {
+    let mut first: HashMap<Uuid, usize> = HashMap::new();
+    let mut reused = Vec::new();
+    for (i, slot) in read.iter().enumerate() {
+        let Ok(op) = slot else { continue };
+        match first.get(&op.op_id) {
+            None => {
+                first.insert(op.op_id, i);
+            }
+            Some(&earlier) if read[earlier].as_ref().is_ok_and(|e| e == op) => {}
+            Some(_) => reused.push((i, op.op_id)),
+        }
+    }
+    for (i, op_id) in reused {
+        read[i] = Err(BadItem::of(
+            &items[i],
+            format!("id: op id {op_id} is used by another item of this push with other content"),
+        ));
+    }
 }
 
 fn not_accepted(error: PublishError) -> ApiError {
@@ -136,7 +206,7 @@ fn answer(
                     client_id: bad.task_id.clone(),
                     op_id: bad.op_id.clone(),
                     server_id: None,
-                    status: OutcomeStatus::Error.as_str(),
+                    status: ItemStatus::Error,
                     resolved_data: None,
                     error: Some(bad.error.clone()),
                 },
@@ -156,15 +226,15 @@ fn answer(
             slot
         })
         .collect();
-    let count = |status: &str| processed.iter().filter(|p| p.status == status).count();
-    let conflict_items = count("conflict");
-    let failed_items = count("error");
+    let count = |status: ItemStatus| processed.iter().filter(|p| p.status == status).count();
+    let conflict_items = count(ItemStatus::Conflict);
+    let failed_items = count(ItemStatus::Error);
     PushResponse {
         success: failed_items == 0,
-        synced_items: count("success") + conflict_items,
+        synced_items: count(ItemStatus::Success) + conflict_items,
         conflict_items,
         failed_items,
-        pending_items: count("pending"),
+        pending_items: count(ItemStatus::Pending),
         processed_items: processed,
         errors,
         server_time,
@@ -177,7 +247,7 @@ fn decided(op: &Operation, report: Option<&OutcomeReport>) -> Processed {
             client_id: Some(op.task_id.to_string()),
             op_id: Some(op.op_id.to_string()),
             server_id: None,
-            status: "pending",
+            status: ItemStatus::Pending,
             resolved_data: None,
             error: None,
         };
@@ -191,7 +261,7 @@ fn decided(op: &Operation, report: Option<&OutcomeReport>) -> Processed {
         client_id: Some(op.task_id.to_string()),
         op_id: Some(op.op_id.to_string()),
         server_id: task.as_ref().and_then(|t| t.server_id.clone()),
-        status: report.status.as_str(),
+        status: report.status.into(),
         resolved_data: task,
         error,
     }
