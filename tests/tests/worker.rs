@@ -4,8 +4,12 @@
 
 use chrono::{Duration as Delta, Utc};
 use serde_json::json;
-use sync_worker::apply::{NOT_FOUND, apply_batch};
-use tasksync_shared::{OpKind, Operation, OperationFields, OutcomeStatus, topology::routing_key};
+use sync_worker::apply::{NOT_FOUND, apply_first_attempts};
+use tasksync_shared::{
+    OpKind, Operation, OperationFields,
+    operation::{ItemStatus, Rejection},
+    topology::routing_key,
+};
 use tasksync_tests::{
     TestStack,
     ops::{done, operation as op, title},
@@ -74,15 +78,15 @@ async fn a_batch_reports_duplicates_with_the_first_outcome() {
     let early = op(task, OpKind::Update, t0 + Delta::minutes(1), title("early"));
     let batch = vec![create.clone(), late.clone(), early.clone(), late.clone()];
 
-    let reports = apply_batch(&stack.db, &batch).await.unwrap();
+    let reports = apply_first_attempts(&stack.db, &batch).await.unwrap();
     let statuses: Vec<_> = reports.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
         [
-            OutcomeStatus::Success,
-            OutcomeStatus::Success,
-            OutcomeStatus::Conflict,
-            OutcomeStatus::Success
+            ItemStatus::Success,
+            ItemStatus::Success,
+            ItemStatus::Conflict,
+            ItemStatus::Success
         ]
     );
     let resolved = reports[2]
@@ -92,7 +96,7 @@ async fn a_batch_reports_duplicates_with_the_first_outcome() {
     assert_eq!(resolved.title, "late");
 
     // Pushing the whole batch again reports the same outcomes and writes nothing.
-    let again = apply_batch(&stack.db, &batch).await.unwrap();
+    let again = apply_first_attempts(&stack.db, &batch).await.unwrap();
     assert_eq!(again.iter().map(|r| r.status).collect::<Vec<_>>(), statuses);
     assert_eq!(again[0].task, reports[3].task);
     assert_eq!(stack.operations_of(task).await.len(), 3);
@@ -115,14 +119,18 @@ async fn an_update_that_arrives_before_its_create_converges_to_the_same_task() {
     );
     let complete = op(task, OpKind::Update, t0 + Delta::seconds(30), done());
 
-    let first = apply_batch(&stack.db, std::slice::from_ref(&complete))
+    let first = apply_first_attempts(&stack.db, std::slice::from_ref(&complete))
         .await
         .unwrap();
-    assert_eq!(first[0].status, OutcomeStatus::Success);
-    // Not readable until its create arrives: it has no title yet.
+    // Not readable until its create arrives: it has no title yet. The answer says so: pending,
+    // with no task (never `success` with an empty title).
+    assert_eq!(first[0].status, ItemStatus::Pending);
+    assert_eq!(first[0].task, None);
     assert_eq!(stack.get_task(&task.to_string()).await.status, 404);
+    assert_eq!(stack.delete_task(&task.to_string()).await.status, 404);
+    assert_eq!(stack.list_tasks().await.body, json!([]));
 
-    apply_batch(&stack.db, std::slice::from_ref(&create))
+    apply_first_attempts(&stack.db, std::slice::from_ref(&create))
         .await
         .unwrap();
     let task_json = stack.get_task(&task.to_string()).await.body;
@@ -144,7 +152,7 @@ async fn an_update_that_arrives_before_its_create_converges_to_the_same_task() {
 async fn an_operation_on_another_users_task_is_rejected_without_revealing_it() {
     let stack = TestStack::start().await;
     let task = Uuid::new_v4();
-    apply_batch(
+    apply_first_attempts(
         &stack.db,
         &[op(task, OpKind::Create, Utc::now(), title("mine"))],
     )
@@ -165,9 +173,11 @@ async fn an_operation_on_another_users_task_is_rejected_without_revealing_it() {
         OperationFields::default(),
     );
     delete.user_id = "mallory".into();
-    let reports = apply_batch(&stack.db, &[intruder, delete]).await.unwrap();
+    let reports = apply_first_attempts(&stack.db, &[intruder, delete])
+        .await
+        .unwrap();
     for report in &reports {
-        assert_eq!(report.status, OutcomeStatus::Error);
+        assert_eq!(report.status, ItemStatus::Error);
         assert_eq!(report.error.as_deref(), Some(NOT_FOUND));
         assert!(report.task.is_none(), "nothing of the task is revealed");
     }
@@ -177,13 +187,13 @@ async fn an_operation_on_another_users_task_is_rejected_without_revealing_it() {
 
     // Replaying someone else's op id reveals neither its outcome nor the task.
     let mine = op(task, OpKind::Update, Utc::now() + Delta::seconds(3), done());
-    apply_batch(&stack.db, std::slice::from_ref(&mine))
+    apply_first_attempts(&stack.db, std::slice::from_ref(&mine))
         .await
         .unwrap();
     let mut stolen = mine.clone();
     stolen.user_id = "mallory".into();
-    let report = &apply_batch(&stack.db, &[stolen]).await.unwrap()[0];
-    assert_eq!(report.status, OutcomeStatus::Error);
+    let report = &apply_first_attempts(&stack.db, &[stolen]).await.unwrap()[0];
+    assert_eq!(report.status, ItemStatus::Error);
     assert_eq!(report.error.as_deref(), Some(NOT_FOUND));
     assert!(report.task.is_none());
 }
@@ -193,12 +203,12 @@ async fn an_invalid_operation_is_decided_as_an_error_and_the_rest_of_the_batch_a
     let stack = TestStack::start().await;
     let good = op(Uuid::new_v4(), OpKind::Create, Utc::now(), title("fine"));
     let blank = op(Uuid::new_v4(), OpKind::Create, Utc::now(), title("   "));
-    let reports = apply_batch(&stack.db, &[blank.clone(), good.clone()])
+    let reports = apply_first_attempts(&stack.db, &[blank.clone(), good.clone()])
         .await
         .unwrap();
-    assert_eq!(reports[0].status, OutcomeStatus::Error);
+    assert_eq!(reports[0].status, ItemStatus::Error);
     assert!(reports[0].error.as_deref().unwrap().contains("title"));
-    assert_eq!(reports[1].status, OutcomeStatus::Success);
+    assert_eq!(reports[1].status, ItemStatus::Success);
     assert!(
         stack.stored(blank.task_id).await.is_none(),
         "no placeholder row is left behind"
@@ -238,7 +248,7 @@ async fn concurrent_batches_over_the_same_tasks_never_deadlock_and_converge() {
             let batch = batch.clone();
             handles.push(tokio::spawn(async move {
                 let _ = round;
-                apply_batch(&pool, &batch).await
+                apply_first_attempts(&pool, &batch).await
             }));
         }
     }

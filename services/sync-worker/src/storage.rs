@@ -1,20 +1,24 @@
-//! All SQL of the worker: locking the tasks of a batch, reading the operation log, and writing
-//! merged tasks and decided operations. Every function works inside the caller's transaction.
+//! All SQL of the worker's apply step: locking the tasks of a batch, reading the operation
+//! log, and writing merged tasks and decided operations. Every function works inside the
+//! caller's transaction and runs one statement (none when it has nothing to do), whatever the
+//! size of the batch. Rows are read by column name.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use tasksync_shared::{
-    Operation, OutcomeStatus, Task,
+    OpKind, Operation, OutcomeStatus, Task,
     merge::{Register, Stamp, TaskState},
     model::TASK_COLUMNS,
-    operation::Rejection,
+    operation::storable_text,
 };
+use tokio_postgres::Row;
+use tracing::instrument;
 use uuid::Uuid;
 
 /// A task row locked for this transaction.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LockedTask {
     pub user_id: String,
     pub state: TaskState,
@@ -26,38 +30,40 @@ pub struct LockedTask {
 const STAMP_COLUMNS: &str = "user_id, title_at, title_op, description_at, description_op, \
      completed_at, completed_op, deleted_at, deleted_op, (xmax = 0) AS inserted";
 
-fn register<T>(value: T, at: Option<DateTime<Utc>>, op: Option<Uuid>) -> Option<Register<T>> {
-    Some(Register {
+/// The register of `field` (its value, and the stamp in `<field>_at` and `<field>_op`); `None`
+/// when the field was never written.
+fn register<T>(
+    row: &Row,
+    field: &str,
+    value: T,
+) -> Result<Option<Register<T>>, tokio_postgres::Error> {
+    let at: Option<DateTime<Utc>> = row.try_get(format!("{field}_at").as_str())?;
+    let op: Option<Uuid> = row.try_get(format!("{field}_op").as_str())?;
+    Ok(at.map(|at| Register {
         value,
         stamp: Stamp {
-            at: at?,
+            at,
             op_id: op.unwrap_or_default(),
         },
-    })
+    }))
 }
 
-fn locked_from_row(row: &tokio_postgres::Row) -> Result<LockedTask, tokio_postgres::Error> {
+fn locked_from_row(row: &Row) -> Result<LockedTask, tokio_postgres::Error> {
     let task = Task::from_row(row)?;
-    let n = TASK_COLUMNS.split(',').count();
-    let user_id: String = row.try_get(n)?;
-    let inserted: bool = row.try_get(n + 9)?;
+    let inserted: bool = row.try_get("inserted")?;
     let state = if inserted {
         TaskState::default()
     } else {
         TaskState {
-            title: register(task.title.clone(), row.try_get(n + 1)?, row.try_get(n + 2)?),
-            description: register(
-                task.description.clone(),
-                row.try_get(n + 3)?,
-                row.try_get(n + 4)?,
-            ),
-            completed: register(task.completed, row.try_get(n + 5)?, row.try_get(n + 6)?),
-            deleted: register(task.is_deleted, row.try_get(n + 7)?, row.try_get(n + 8)?),
+            title: register(row, "title", task.title.clone())?,
+            description: register(row, "description", task.description.clone())?,
+            completed: register(row, "completed", task.completed)?,
+            deleted: register(row, "deleted", task.is_deleted)?,
             created_at: Some(task.created_at),
         }
     };
     Ok(LockedTask {
-        user_id,
+        user_id: row.try_get("user_id")?,
         state,
         task,
         inserted,
@@ -68,10 +74,14 @@ fn locked_from_row(row: &tokio_postgres::Row) -> Result<LockedTask, tokio_postgr
 /// placeholder for each that does not exist yet. One global lock order means concurrent
 /// workers never deadlock; the placeholder means two workers creating the same task serialize
 /// on its row instead of racing on the primary key.
+#[instrument(skip_all, fields(tasks = tasks.len()))]
 pub async fn lock_tasks(
     tx: &Transaction<'_>,
     tasks: &[(Uuid, &str)],
 ) -> Result<HashMap<Uuid, LockedTask>, tokio_postgres::Error> {
+    if tasks.is_empty() {
+        return Ok(HashMap::new());
+    }
     let mut sorted: Vec<_> = tasks.to_vec();
     sorted.sort_by_key(|(id, _)| *id);
     sorted.dedup_by_key(|(id, _)| *id);
@@ -89,43 +99,62 @@ pub async fn lock_tasks(
         .collect()
 }
 
-/// A decision already in the operation log.
+/// An operation the log already holds: its decision, and what it was (to tell a redelivery
+/// from an op id reused for another operation).
 #[derive(Clone, Debug)]
-pub struct Decided {
+pub struct Logged {
     pub status: OutcomeStatus,
     pub error: Option<String>,
     /// Who pushed the operation that was decided.
     pub user_id: String,
+    pub task_id: Uuid,
+    pub kind: Option<OpKind>,
+    /// As stored: [`tasksync_shared::OperationFields::storable_json`].
+    pub fields: serde_json::Value,
+    pub stamped_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+fn logged_from_row(row: &Row) -> Result<(Uuid, Logged), tokio_postgres::Error> {
+    let kind = match row.try_get::<_, &str>("kind")? {
+        "create" => Some(OpKind::Create),
+        "update" => Some(OpKind::Update),
+        "delete" => Some(OpKind::Delete),
+        _ => None,
+    };
+    let logged = Logged {
+        status: OutcomeStatus::from_db(row.try_get("outcome")?),
+        error: row.try_get("last_error")?,
+        user_id: row.try_get("user_id")?,
+        task_id: row.try_get("task_id")?,
+        kind,
+        fields: row.try_get("fields")?,
+        stamped_at: row.try_get("client_ts")?,
+        received_at: row.try_get("received_at")?,
+    };
+    Ok((row.try_get("op_id")?, logged))
 }
 
 /// The operations of `op_ids` that the log already holds.
-pub async fn decided_operations(
+#[instrument(skip_all, fields(ops = op_ids.len()))]
+pub async fn logged_operations(
     tx: &Transaction<'_>,
     op_ids: &[Uuid],
-) -> Result<HashMap<Uuid, Decided>, tokio_postgres::Error> {
+) -> Result<HashMap<Uuid, Logged>, tokio_postgres::Error> {
     let rows = tx
         .query(
-            "SELECT op_id, outcome, last_error, user_id FROM operations WHERE op_id = ANY($1)",
+            "SELECT op_id, outcome, last_error, user_id, task_id, kind, fields, client_ts, \
+                    received_at \
+             FROM operations WHERE op_id = ANY($1)",
             &[&op_ids],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            let status: &str = row.try_get(1)?;
-            Ok((
-                row.try_get(0)?,
-                Decided {
-                    status: OutcomeStatus::from_db(status),
-                    error: row.try_get(2)?,
-                    user_id: row.try_get(3)?,
-                },
-            ))
-        })
-        .collect()
+    rows.iter().map(logged_from_row).collect()
 }
 
 /// Writes merged states back, marks the tasks synced and moves them up the change feed.
 /// Returns the tasks as stored.
+#[instrument(skip_all, fields(tasks = tasks.len()))]
 pub async fn save_tasks(
     tx: &Transaction<'_>,
     tasks: &[(Uuid, &TaskState)],
@@ -237,6 +266,7 @@ impl SaveColumns {
 }
 
 /// Removes placeholder rows that no operation ended up writing.
+#[instrument(skip_all, fields(tasks = ids.len()))]
 pub async fn delete_placeholders(
     tx: &Transaction<'_>,
     ids: &[Uuid],
@@ -249,18 +279,49 @@ pub async fn delete_placeholders(
 }
 
 /// A decision to record in the operation log.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Decision<'a> {
     pub op: &'a Operation,
     pub status: OutcomeStatus,
     pub error: Option<String>,
-    /// Why an `error` can never apply (reported, not stored).
-    pub rejection: Option<Rejection>,
     /// 1 for the first try.
     pub attempts: u32,
 }
 
+/// Column-wise parameters of [`record_operations`]. Text goes through [`storable_text`], so
+/// that an operation decided invalid for a NUL in it is still recorded.
+#[derive(Default)]
+struct RecordColumns<'a> {
+    op_id: Vec<Uuid>,
+    task_id: Vec<Uuid>,
+    user_id: Vec<Cow<'a, str>>,
+    kind: Vec<&'static str>,
+    fields: Vec<serde_json::Value>,
+    stamped_at: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    outcome: Vec<&'static str>,
+    error: Vec<Option<Cow<'a, str>>>,
+    attempts: Vec<i32>,
+}
+
+impl<'a> RecordColumns<'a> {
+    fn push(&mut self, d: &'a Decision<'_>) {
+        self.op_id.push(d.op.op_id);
+        self.task_id.push(d.op.task_id);
+        self.user_id.push(storable_text(&d.op.user_id));
+        self.kind.push(d.op.kind.as_str());
+        self.fields.push(d.op.fields.storable_json());
+        self.stamped_at.push(d.op.stamped_at);
+        self.received_at.push(d.op.received_at);
+        self.outcome.push(d.status.as_str());
+        self.error.push(d.error.as_deref().map(storable_text));
+        self.attempts
+            .push(i32::try_from(d.attempts).unwrap_or(i32::MAX));
+    }
+}
+
 /// Records decisions; an op id already in the log is left as it is.
+#[instrument(skip_all, fields(ops = decisions.len()))]
 pub async fn record_operations(
     tx: &Transaction<'_>,
     decisions: &[Decision<'_>],
@@ -268,27 +329,9 @@ pub async fn record_operations(
     if decisions.is_empty() {
         return Ok(());
     }
-    let mut op_id = Vec::new();
-    let mut task_id = Vec::new();
-    let mut user_id = Vec::new();
-    let mut kind = Vec::new();
-    let mut fields = Vec::new();
-    let mut stamped_at = Vec::new();
-    let mut received_at = Vec::new();
-    let mut outcome = Vec::new();
-    let mut error = Vec::new();
-    let mut attempts = Vec::new();
+    let mut c = RecordColumns::default();
     for d in decisions {
-        attempts.push(i32::try_from(d.attempts).unwrap_or(i32::MAX));
-        op_id.push(d.op.op_id);
-        task_id.push(d.op.task_id);
-        user_id.push(d.op.user_id.as_str());
-        kind.push(d.op.kind.as_str());
-        fields.push(serde_json::to_value(&d.op.fields).unwrap_or_default());
-        stamped_at.push(d.op.stamped_at);
-        received_at.push(d.op.received_at);
-        outcome.push(d.status.as_str());
-        error.push(d.error.as_deref());
+        c.push(d);
     }
     tx.execute(
         "INSERT INTO operations \
@@ -299,16 +342,16 @@ pub async fn record_operations(
                               $10::int4[]) \
          ON CONFLICT (op_id) DO NOTHING",
         &[
-            &op_id,
-            &task_id,
-            &user_id,
-            &kind,
-            &fields,
-            &stamped_at,
-            &received_at,
-            &outcome,
-            &error,
-            &attempts,
+            &c.op_id,
+            &c.task_id,
+            &c.user_id,
+            &c.kind,
+            &c.fields,
+            &c.stamped_at,
+            &c.received_at,
+            &c.outcome,
+            &c.error,
+            &c.attempts,
         ],
     )
     .await?;
@@ -316,6 +359,7 @@ pub async fn record_operations(
 }
 
 /// Removes logged decisions (the `error` outcomes of replayed operations).
+#[instrument(skip_all, fields(ops = op_ids.len()))]
 pub async fn forget_decisions(
     tx: &Transaction<'_>,
     op_ids: &[Uuid],
@@ -331,7 +375,9 @@ pub async fn forget_decisions(
 }
 
 /// Marks the failure records of operations that have now been decided as resolved, and copies
-/// their first and last failure times into the log.
+/// their first and last failure times into the log. Only operations that can have a record
+/// need be named (a later attempt, or a replay).
+#[instrument(skip_all, fields(ops = op_ids.len()))]
 pub async fn resolve_failures(
     tx: &Transaction<'_>,
     op_ids: &[Uuid],

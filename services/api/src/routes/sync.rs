@@ -14,7 +14,9 @@ use axum::{Json, extract::State, http::HeaderMap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use tasksync_shared::{Operation, OutcomeReport, OutcomeStatus, Task, model::to_db_precision};
+use tasksync_shared::{
+    Operation, OutcomeReport, OutcomeStatus, Task, model::to_db_precision, operation::ItemStatus,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -182,9 +184,9 @@ fn decided(op: &Operation, report: Option<&OutcomeReport>) -> Processed {
             error: None,
         };
     };
-    let error = (report.status == OutcomeStatus::Error)
+    let error = (report.status == ItemStatus::Error)
         .then(|| report.error.clone().unwrap_or_else(|| "rejected".into()));
-    let task = (report.status != OutcomeStatus::Error)
+    let task = (report.status != ItemStatus::Error)
         .then(|| report.task.clone())
         .flatten();
     Processed {

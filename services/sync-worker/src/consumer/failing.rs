@@ -3,7 +3,7 @@
 use chrono::Utc;
 use lapin::{message::Delivery, options::BasicNackOptions, types::FieldTable};
 use tasksync_shared::{
-    Operation, OutcomeReport, OutcomeStatus,
+    Operation, OutcomeReport,
     failure::{self, header},
     operation::Rejection,
 };
@@ -151,7 +151,7 @@ pub(super) async fn park(
         let report = OutcomeReport {
             op_id: op.op_id,
             task_id: op.task_id,
-            status: OutcomeStatus::Error,
+            status: tasksync_shared::operation::ItemStatus::Error,
             error: Some(reason.to_string()),
             rejection: Some(Rejection::Failed),
             task: None,

@@ -41,7 +41,7 @@ use failing::{attempt_of, fail_attempt, headers_of, original_routing_key, park};
 use settle::{ack, finish, publish, settle};
 
 use crate::{
-    apply::{ApplyError, Attempt, apply_attempts},
+    apply::{ApplyError, Attempt, apply_batch},
     faults::FaultInjector,
 };
 
@@ -247,7 +247,7 @@ async fn apply_or_split(
         // worker: past DB_TIMEOUT_MS it counts as unavailable, like a refused connection.
         let applied = tokio::time::timeout(
             ctx.settings.db_timeout,
-            apply_attempts(ctx.pool, &ops, &attempts, ctx.faults),
+            apply_batch(ctx.pool, &ops, &attempts, ctx.faults),
         )
         .await
         .unwrap_or_else(|_| {
@@ -275,7 +275,7 @@ async fn apply_or_split(
                     }
                 }
             }
-            Err(ApplyError::Rejected(error)) if incoming.len() > 1 => {
+            Err(ApplyError::Failed(error)) if incoming.len() > 1 => {
                 tracing::warn!(%error, size = ops.len(), "batch failed; applying one by one");
                 for item in incoming {
                     if Box::pin(apply_or_split(ctx, vec![item], stop)).await? {
@@ -284,7 +284,7 @@ async fn apply_or_split(
                 }
                 return Ok(false);
             }
-            Err(ApplyError::Rejected(error)) => {
+            Err(ApplyError::Failed(error)) => {
                 let Some(item) = incoming.into_iter().next() else {
                     return Ok(false);
                 };
