@@ -342,6 +342,10 @@ async fn two_concurrent_rest_creates_with_one_id_give_one_201_and_one_409() {
     let first = stack.create_task(json!({"id": id, "title": "one"}));
     let second = stack.create_task(json!({"id": id, "title": "two"}));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    #[allow(
+        clippy::async_yields_async,
+        reason = "yields the started worker's handle"
+    )]
     let worker = async {
         stack
             .eventually("both creates are queued", || async {
