@@ -32,6 +32,13 @@ impl OpKind {
             Self::Delete => "delete",
         }
     }
+
+    /// The kind [`OpKind::as_str`] spells `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Create, Self::Update, Self::Delete]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+    }
 }
 
 /// The fields an operation names. `description: Some(None)` clears the description;

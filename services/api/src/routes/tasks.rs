@@ -68,6 +68,10 @@ pub struct CreateTask {
     completed: Option<bool>,
 }
 
+/// `POST /api/tasks`: an exclusive create. 409 when the id is taken — by a task of the caller
+/// (the message says when it is a deleted one), or of someone else (the message says no more
+/// than that the id exists). The worker decides it, so of two creates racing for one id
+/// exactly one answers 201.
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -26,12 +26,7 @@ pub struct Logged {
 }
 
 fn logged_from_row(row: &Row) -> Result<(Uuid, Logged), tokio_postgres::Error> {
-    let kind = match row.try_get::<_, &str>("kind")? {
-        "create" => Some(OpKind::Create),
-        "update" => Some(OpKind::Update),
-        "delete" => Some(OpKind::Delete),
-        _ => None,
-    };
+    let kind = OpKind::parse(row.try_get("kind")?);
     let logged = Logged {
         status: OutcomeStatus::from_db(row.try_get("outcome")?),
         error: row.try_get("last_error")?,
