@@ -169,6 +169,7 @@ mod tests {
             fields,
             stamped_at: at(secs),
             received_at: at(secs),
+            if_absent: false,
         }
     }
 

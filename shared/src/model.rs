@@ -49,27 +49,29 @@ pub struct Task {
     pub last_synced_at: Option<DateTime<Utc>>,
 }
 
-/// The columns [`Task::from_row`] reads, in its order.
+/// The columns [`Task::from_row`] reads (by name: a query may select more, in any order).
 pub const TASK_COLUMNS: &str = "id, title, description, completed, created_at, updated_at, \
      is_deleted, sync_status, server_id, last_synced_at";
 
 impl Task {
-    /// Reads a row selected with [`TASK_COLUMNS`].
+    /// Reads a row that has the columns of [`TASK_COLUMNS`], by name.
     ///
     /// A row whose title was never written (an update merged before its create) reads with an
     /// empty title; readers filter such rows out with `title IS NOT NULL`.
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            id: row.try_get(0)?,
-            title: row.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
-            description: row.try_get(2)?,
-            completed: row.try_get(3)?,
-            created_at: row.try_get(4)?,
-            updated_at: row.try_get(5)?,
-            is_deleted: row.try_get(6)?,
-            sync_status: SyncStatus::from_db(row.try_get(7)?),
-            server_id: row.try_get(8)?,
-            last_synced_at: row.try_get(9)?,
+            id: row.try_get("id")?,
+            title: row
+                .try_get::<_, Option<String>>("title")?
+                .unwrap_or_default(),
+            description: row.try_get("description")?,
+            completed: row.try_get("completed")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            is_deleted: row.try_get("is_deleted")?,
+            sync_status: SyncStatus::from_db(row.try_get("sync_status")?),
+            server_id: row.try_get("server_id")?,
+            last_synced_at: row.try_get("last_synced_at")?,
         })
     }
 }

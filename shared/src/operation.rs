@@ -4,6 +4,8 @@
 //! answers with [`ReplyBatch`]es of [`OutcomeReport`]s, one reply message per api instance per
 //! applied batch.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -30,6 +32,13 @@ impl OpKind {
             Self::Delete => "delete",
         }
     }
+
+    /// The kind [`OpKind::as_str`] spells `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Create, Self::Update, Self::Delete]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+    }
 }
 
 /// The fields an operation names. `description: Some(None)` clears the description;
@@ -46,6 +55,31 @@ pub struct OperationFields {
     pub description: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed: Option<bool>,
+}
+
+impl OperationFields {
+    /// The fields as the operation log stores them (jsonb). jsonb refuses `\u0000`, so a NUL
+    /// (only ever in an operation decided invalid) is stored as U+FFFD: recording a decision
+    /// can never fail on its content. Also what a logged operation is compared with.
+    pub fn storable_json(&self) -> serde_json::Value {
+        let text = |s: &String| storable_text(s).into_owned();
+        serde_json::to_value(Self {
+            title: self.title.as_ref().map(text),
+            description: self.description.as_ref().map(|d| d.as_ref().map(text)),
+            completed: self.completed,
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// `s` as a Postgres text column can hold it: NUL, which Postgres refuses in text and jsonb,
+/// becomes U+FFFD. For what is recorded about an operation that was decided invalid.
+pub fn storable_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// Deserializes a field that is present (even as `null`) into `Some(value)`, so that an absent
@@ -71,6 +105,21 @@ pub struct Operation {
     pub stamped_at: DateTime<Utc>,
     /// When the api received the operation.
     pub received_at: DateTime<Utc>,
+    /// A create that must not touch an existing task (REST `POST /api/tasks`): the worker
+    /// decides it `error` ([`Rejection::Exists`]) when the id is taken, by any task in any
+    /// state, so that of two creates with one id exactly one wins. Pushed creates leave it
+    /// false and merge under last-write-wins. Absent in messages of pushes and of older apis.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub if_absent: bool,
+}
+
+impl Operation {
+    /// Whether the api clamped the client's stamp to its receive time (a device clock ahead,
+    /// or a REST write). Pushed again, such an item is stamped anew, so its stamp says nothing
+    /// of its identity.
+    pub fn stamp_clamped(&self) -> bool {
+        self.stamped_at >= self.received_at
+    }
 }
 
 #[derive(Serialize)]
@@ -180,14 +229,17 @@ impl From<OutcomeStatus> for ItemStatus {
 pub struct OutcomeReport {
     pub op_id: Uuid,
     pub task_id: Uuid,
-    pub status: OutcomeStatus,
+    /// The logged outcome, or [`ItemStatus::Pending`] for an update or delete merged into a
+    /// task that was never created: it holds no title yet, so nobody can read it, and it shows
+    /// (with this operation merged) once its create arrives.
+    pub status: ItemStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Why an `error` outcome can never apply, when the worker knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
     /// The task after the operation (the winning state on a conflict); absent when the
-    /// operation was rejected.
+    /// operation was rejected or is pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
 }
@@ -202,6 +254,28 @@ pub enum Rejection {
     NotFound,
     /// Every attempt failed; the operation is parked for operators.
     Failed,
+    /// A create that must not touch an existing task found its id taken (by a task of the
+    /// caller's, deleted or not, or of someone else's: the message says no more than that
+    /// the id exists).
+    Exists,
+    /// The op id was already used for an operation with other content; that one stands.
+    OpIdReused,
+}
+
+/// The error of a create ([`Operation::if_absent`]) whose id is taken. `deleted` is only ever
+/// true for the caller's own task: another user's task reads like a live one, so that nothing
+/// of its state shows.
+pub fn exists_message(task_id: Uuid, deleted: bool) -> String {
+    if deleted {
+        format!("task id {task_id} belongs to a deleted task; create the task under a new id")
+    } else {
+        format!("a task with id {task_id} already exists")
+    }
+}
+
+/// The error of an operation whose op id was already used for another operation.
+pub fn reused_message(op_id: Uuid) -> String {
+    format!("op id {op_id} was already used for another operation; give each operation its own id")
 }
 
 /// Outcomes of one applied batch for one api instance.
@@ -229,6 +303,7 @@ mod tests {
             },
             stamped_at: now,
             received_at: now,
+            if_absent: false,
         }
     }
 
@@ -241,6 +316,31 @@ mod tests {
         assert!(text.contains("\"description\":null"), "{text}");
         assert!(!text.contains("\"title\""), "{text}");
         assert_eq!(Operation::decode(&body).unwrap(), op);
+        assert!(
+            !text.contains("if_absent"),
+            "a push's message is as before: {text}"
+        );
+        let exclusive = Operation {
+            if_absent: true,
+            ..op
+        };
+        assert_eq!(
+            Operation::decode(&exclusive.encode().unwrap()).unwrap(),
+            exclusive
+        );
+    }
+
+    #[test]
+    fn fields_with_a_nul_are_stored_with_a_replacement_character() {
+        let fields = OperationFields {
+            title: Some("nul\0title".into()),
+            description: Some(Some("\0".into())),
+            completed: None,
+        };
+        let json = fields.storable_json().to_string();
+        assert!(!json.contains("\\u0000"), "{json}");
+        assert!(json.contains("nul\u{FFFD}title"), "{json}");
+        assert_eq!(storable_text("plain"), Cow::Borrowed("plain"));
     }
 
     #[test]

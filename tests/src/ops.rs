@@ -20,6 +20,7 @@ pub fn operation(
         fields,
         stamped_at: at,
         received_at: at,
+        if_absent: false,
     }
 }
 

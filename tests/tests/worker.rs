@@ -2,13 +2,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration as StdDuration;
+
 use chrono::{Duration as Delta, Utc};
-use serde_json::json;
-use sync_worker::apply::{NOT_FOUND, apply_batch};
-use tasksync_shared::{OpKind, Operation, OperationFields, OutcomeStatus, topology::routing_key};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use sync_worker::apply::{NOT_FOUND, apply_first_attempts};
+use tasksync_shared::{
+    OpKind, Operation, OperationFields,
+    operation::{ItemStatus, Rejection},
+    topology::routing_key,
+};
 use tasksync_tests::{
     TestStack,
     ops::{done, operation as op, title},
+    sync_client::{create, delete, statuses, update},
 };
 use uuid::Uuid;
 
@@ -74,15 +82,15 @@ async fn a_batch_reports_duplicates_with_the_first_outcome() {
     let early = op(task, OpKind::Update, t0 + Delta::minutes(1), title("early"));
     let batch = vec![create.clone(), late.clone(), early.clone(), late.clone()];
 
-    let reports = apply_batch(&stack.db, &batch).await.unwrap();
+    let reports = apply_first_attempts(&stack.db, &batch).await.unwrap();
     let statuses: Vec<_> = reports.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
         [
-            OutcomeStatus::Success,
-            OutcomeStatus::Success,
-            OutcomeStatus::Conflict,
-            OutcomeStatus::Success
+            ItemStatus::Success,
+            ItemStatus::Success,
+            ItemStatus::Conflict,
+            ItemStatus::Success
         ]
     );
     let resolved = reports[2]
@@ -92,7 +100,7 @@ async fn a_batch_reports_duplicates_with_the_first_outcome() {
     assert_eq!(resolved.title, "late");
 
     // Pushing the whole batch again reports the same outcomes and writes nothing.
-    let again = apply_batch(&stack.db, &batch).await.unwrap();
+    let again = apply_first_attempts(&stack.db, &batch).await.unwrap();
     assert_eq!(again.iter().map(|r| r.status).collect::<Vec<_>>(), statuses);
     assert_eq!(again[0].task, reports[3].task);
     assert_eq!(stack.operations_of(task).await.len(), 3);
@@ -115,14 +123,18 @@ async fn an_update_that_arrives_before_its_create_converges_to_the_same_task() {
     );
     let complete = op(task, OpKind::Update, t0 + Delta::seconds(30), done());
 
-    let first = apply_batch(&stack.db, std::slice::from_ref(&complete))
+    let first = apply_first_attempts(&stack.db, std::slice::from_ref(&complete))
         .await
         .unwrap();
-    assert_eq!(first[0].status, OutcomeStatus::Success);
-    // Not readable until its create arrives: it has no title yet.
+    // Not readable until its create arrives: it has no title yet. The answer says so: pending,
+    // with no task (never `success` with an empty title).
+    assert_eq!(first[0].status, ItemStatus::Pending);
+    assert_eq!(first[0].task, None);
     assert_eq!(stack.get_task(&task.to_string()).await.status, 404);
+    assert_eq!(stack.delete_task(&task.to_string()).await.status, 404);
+    assert_eq!(stack.list_tasks().await.body, json!([]));
 
-    apply_batch(&stack.db, std::slice::from_ref(&create))
+    apply_first_attempts(&stack.db, std::slice::from_ref(&create))
         .await
         .unwrap();
     let task_json = stack.get_task(&task.to_string()).await.body;
@@ -138,13 +150,40 @@ async fn an_update_that_arrives_before_its_create_converges_to_the_same_task() {
             .stamped_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     );
+    // Pushed again now that the task exists, the update reports its outcome with the task.
+    let again = apply_first_attempts(&stack.db, std::slice::from_ref(&complete))
+        .await
+        .unwrap();
+    assert_eq!(again[0].status, ItemStatus::Success);
+    assert_eq!(again[0].task.as_ref().unwrap().title, "t");
+}
+
+#[tokio::test]
+async fn a_pushed_update_of_a_task_never_created_answers_pending_without_data() {
+    let stack = TestStack::start().await;
+    let task = Uuid::new_v4();
+    let at = Utc::now() - Delta::minutes(1);
+    let items = [
+        update(task, json!({"completed": true}), at),
+        delete(task, at + Delta::seconds(1)),
+    ];
+    let reply = stack.push(&items).await;
+    assert_eq!(statuses(&reply), ["pending", "pending"], "{reply:?}");
+    for slot in reply.body["processed_items"].as_array().unwrap() {
+        assert_eq!(slot["resolved_data"], Value::Null, "{slot}");
+        assert_eq!(slot["server_id"], Value::Null, "{slot}");
+    }
+    assert_eq!(reply.body["pending_items"], 2);
+    assert_eq!(stack.get_task(&task.to_string()).await.status, 404);
+    assert_eq!(stack.delete_task(&task.to_string()).await.status, 404);
+    assert_eq!(stack.changes("", None).await.body["changes"], json!([]));
 }
 
 #[tokio::test]
 async fn an_operation_on_another_users_task_is_rejected_without_revealing_it() {
     let stack = TestStack::start().await;
     let task = Uuid::new_v4();
-    apply_batch(
+    apply_first_attempts(
         &stack.db,
         &[op(task, OpKind::Create, Utc::now(), title("mine"))],
     )
@@ -165,9 +204,11 @@ async fn an_operation_on_another_users_task_is_rejected_without_revealing_it() {
         OperationFields::default(),
     );
     delete.user_id = "mallory".into();
-    let reports = apply_batch(&stack.db, &[intruder, delete]).await.unwrap();
+    let reports = apply_first_attempts(&stack.db, &[intruder, delete])
+        .await
+        .unwrap();
     for report in &reports {
-        assert_eq!(report.status, OutcomeStatus::Error);
+        assert_eq!(report.status, ItemStatus::Error);
         assert_eq!(report.error.as_deref(), Some(NOT_FOUND));
         assert!(report.task.is_none(), "nothing of the task is revealed");
     }
@@ -177,13 +218,13 @@ async fn an_operation_on_another_users_task_is_rejected_without_revealing_it() {
 
     // Replaying someone else's op id reveals neither its outcome nor the task.
     let mine = op(task, OpKind::Update, Utc::now() + Delta::seconds(3), done());
-    apply_batch(&stack.db, std::slice::from_ref(&mine))
+    apply_first_attempts(&stack.db, std::slice::from_ref(&mine))
         .await
         .unwrap();
     let mut stolen = mine.clone();
     stolen.user_id = "mallory".into();
-    let report = &apply_batch(&stack.db, &[stolen]).await.unwrap()[0];
-    assert_eq!(report.status, OutcomeStatus::Error);
+    let report = &apply_first_attempts(&stack.db, &[stolen]).await.unwrap()[0];
+    assert_eq!(report.status, ItemStatus::Error);
     assert_eq!(report.error.as_deref(), Some(NOT_FOUND));
     assert!(report.task.is_none());
 }
@@ -193,12 +234,12 @@ async fn an_invalid_operation_is_decided_as_an_error_and_the_rest_of_the_batch_a
     let stack = TestStack::start().await;
     let good = op(Uuid::new_v4(), OpKind::Create, Utc::now(), title("fine"));
     let blank = op(Uuid::new_v4(), OpKind::Create, Utc::now(), title("   "));
-    let reports = apply_batch(&stack.db, &[blank.clone(), good.clone()])
+    let reports = apply_first_attempts(&stack.db, &[blank.clone(), good.clone()])
         .await
         .unwrap();
-    assert_eq!(reports[0].status, OutcomeStatus::Error);
+    assert_eq!(reports[0].status, ItemStatus::Error);
     assert!(reports[0].error.as_deref().unwrap().contains("title"));
-    assert_eq!(reports[1].status, OutcomeStatus::Success);
+    assert_eq!(reports[1].status, ItemStatus::Success);
     assert!(
         stack.stored(blank.task_id).await.is_none(),
         "no placeholder row is left behind"
@@ -238,7 +279,7 @@ async fn concurrent_batches_over_the_same_tasks_never_deadlock_and_converge() {
             let batch = batch.clone();
             handles.push(tokio::spawn(async move {
                 let _ = round;
-                apply_batch(&pool, &batch).await
+                apply_first_attempts(&pool, &batch).await
             }));
         }
     }
@@ -289,4 +330,247 @@ async fn an_undecodable_message_is_parked_and_the_worker_keeps_consuming() {
     let status = stack.status().await.body;
     assert_eq!(status["dead_letter_count"], 2, "{status}");
     let _ = json!({});
+}
+
+#[tokio::test]
+async fn two_concurrent_rest_creates_with_one_id_give_one_201_and_one_409() {
+    let mut stack = TestStack::start_with(|s| s.write_wait = StdDuration::from_secs(30)).await;
+    // With the worker stopped both requests are published before either is decided, so the
+    // api cannot tell them apart: only the worker's decision can.
+    stack.stop_worker().await;
+    let id = Uuid::new_v4().to_string();
+    let first = stack.create_task(json!({"id": id, "title": "one"}));
+    let second = stack.create_task(json!({"id": id, "title": "two"}));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    #[allow(
+        clippy::async_yields_async,
+        reason = "yields the started worker's handle"
+    )]
+    let worker = async {
+        stack
+            .eventually("both creates are queued", || async {
+                stack.queue_depth(&stack.topology().work_queue()).await == 2
+            })
+            .await;
+        tokio::spawn(sync_worker::run(stack.settings.clone(), async {
+            let _ = stopped.await;
+        }))
+    };
+    let (first, second, worker) = tokio::join!(first, second, worker);
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    let mut codes = [first.status, second.status];
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 409], "{first:?} {second:?}");
+    let loser = if first.status == 409 { &first } else { &second };
+    let message = loser.error_message("/api/tasks");
+    assert!(
+        message.contains(&id) && message.contains("already exists"),
+        "{message}"
+    );
+    let winner = if first.status == 201 { &first } else { &second };
+    assert_eq!(stack.get_task(&id).await.body, winner.body);
+    let outcomes: Vec<String> = stack
+        .operations_of(id.parse().unwrap())
+        .await
+        .into_iter()
+        .map(|(_, outcome)| outcome)
+        .collect();
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["error", "success"], "one applied op: {outcomes:?}");
+}
+
+#[tokio::test]
+async fn a_create_with_the_id_of_a_deleted_task_answers_409_naming_the_deleted_task() {
+    let stack = TestStack::start().await;
+    let id = id_of(&stack.create_task(json!({"title": "old"})).await.body);
+    assert_eq!(stack.delete_task(&id).await.status, 204);
+    assert_eq!(stack.get_task(&id).await.status, 404);
+
+    let again = stack.create_task(json!({"id": id, "title": "new"})).await;
+    assert_eq!(again.status, 409, "{again:?}");
+    let message = again.error_message("/api/tasks");
+    assert!(
+        message.contains(&id) && message.contains("deleted task"),
+        "{message}"
+    );
+    assert_eq!(stack.get_task(&id).await.status, 404, "not resurrected");
+}
+
+#[tokio::test]
+async fn the_worker_decides_an_exclusive_create_of_a_taken_id_revealing_nothing_of_anothers() {
+    let stack = TestStack::start().await;
+    let (mine, theirs) = (Uuid::new_v4(), Uuid::new_v4());
+    let t0 = Utc::now() - Delta::minutes(5);
+    let mut their_create = op(theirs, OpKind::Create, t0, title("private"));
+    their_create.user_id = "mallory".into();
+    let mut their_delete = op(theirs, OpKind::Delete, t0, OperationFields::default());
+    their_delete.user_id = "mallory".into();
+    let setup = [
+        op(mine, OpKind::Create, t0, title("mine")),
+        op(
+            mine,
+            OpKind::Delete,
+            t0 + Delta::seconds(1),
+            OperationFields::default(),
+        ),
+        their_create,
+    ];
+    apply_first_attempts(&stack.db, &setup).await.unwrap();
+
+    let exclusive = |task| Operation {
+        if_absent: true,
+        ..op(task, OpKind::Create, Utc::now(), title("again"))
+    };
+    let live_theirs = apply_first_attempts(&stack.db, &[exclusive(theirs)])
+        .await
+        .unwrap();
+    apply_first_attempts(&stack.db, &[their_delete])
+        .await
+        .unwrap();
+    let reports = apply_first_attempts(&stack.db, &[exclusive(mine), exclusive(theirs)])
+        .await
+        .unwrap();
+    for report in reports.iter().chain(&live_theirs) {
+        assert_eq!(report.status, ItemStatus::Error);
+        assert_eq!(report.rejection, Some(Rejection::Exists));
+        assert!(report.task.is_none());
+    }
+    assert!(
+        reports[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("deleted task")
+    );
+    assert_eq!(
+        reports[1].error, live_theirs[0].error,
+        "another user's task reads the same deleted or not"
+    );
+    assert!(!reports[1].error.as_deref().unwrap().contains("private"));
+    assert_eq!(
+        stack.stored(theirs).await.unwrap().3.as_deref(),
+        Some("private")
+    );
+    assert!(stack.stored(mine).await.unwrap().2, "still deleted");
+}
+
+#[tokio::test]
+async fn an_op_id_pushed_again_with_other_content_is_an_error_and_the_first_stands() {
+    let stack = TestStack::start().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let at = Utc::now() - Delta::minutes(1);
+    let first = create(a, "first", at);
+    assert_eq!(
+        statuses(&stack.push(std::slice::from_ref(&first)).await),
+        ["success"]
+    );
+
+    let mut other = create(b, "second", at);
+    other["id"] = first["id"].clone();
+    let reply = stack.push(&[other]).await;
+    assert_eq!(statuses(&reply), ["error"], "{reply:?}");
+    let slot = &reply.body["processed_items"][0];
+    let error = slot["error"].as_str().unwrap();
+    assert!(
+        error.contains(first["id"].as_str().unwrap()) && error.contains("already used"),
+        "{error}"
+    );
+    assert_eq!(slot["resolved_data"], Value::Null);
+    assert_eq!(
+        stack.get_task(&b.to_string()).await.status,
+        404,
+        "never created"
+    );
+    assert_eq!(stack.get_task(&a.to_string()).await.body["title"], "first");
+    assert_eq!(stack.operations_of(a).await.len(), 1);
+    assert!(
+        stack.operations_of(b).await.is_empty(),
+        "the log is untouched"
+    );
+
+    // The same item again is the same operation: its first outcome.
+    let reply = stack.push(&[first]).await;
+    assert_eq!(statuses(&reply), ["success"]);
+    assert_eq!(
+        reply.body["processed_items"][0]["resolved_data"]["title"],
+        "first"
+    );
+}
+
+#[tokio::test]
+async fn an_item_from_a_clock_ahead_pushed_again_is_not_taken_for_a_reused_op_id() {
+    let stack = TestStack::start().await;
+    let task = Uuid::new_v4();
+    // Stamped a day ahead: the api clamps it to its receive time, another one each push.
+    let item = create(task, "ahead", Utc::now() + Delta::days(1));
+    assert_eq!(
+        statuses(&stack.push(std::slice::from_ref(&item)).await),
+        ["success"]
+    );
+    let reply = stack.push(&[item]).await;
+    assert_eq!(statuses(&reply), ["success"], "{reply:?}");
+    assert_eq!(
+        reply.body["processed_items"][0]["resolved_data"]["title"],
+        "ahead"
+    );
+    assert_eq!(stack.operations_of(task).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_nul_in_a_raw_message_is_decided_error_once_and_nothing_is_parked() {
+    let stack = TestStack::start().await;
+    let task = Uuid::new_v4();
+    let poison = op(task, OpKind::Create, Utc::now(), title("nul\u{0}title"));
+    let body = poison.encode().unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("\\u0000"));
+    stack
+        .publish_raw_with(&routing_key(OpKind::Create), &[body], FieldTable::default())
+        .await;
+    stack
+        .eventually("the operation is decided", || async {
+            !stack.operations_of(task).await.is_empty()
+        })
+        .await;
+    // A marker behind it: once applied, the poison was settled before it, not looping.
+    let marker = Uuid::new_v4();
+    stack
+        .publish_raw(
+            &routing_key(OpKind::Create),
+            &[op(marker, OpKind::Create, Utc::now(), title("marker"))
+                .encode()
+                .unwrap()],
+        )
+        .await;
+    stack
+        .eventually("the marker is applied", || async {
+            stack.stored(marker).await.is_some()
+        })
+        .await;
+
+    assert_eq!(
+        stack.operations_of(task).await,
+        vec![(poison.op_id, "error".to_string())],
+        "decided once"
+    );
+    let recorded = stack.operation(&poison.op_id.to_string()).await.body;
+    assert!(
+        recorded["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("title: "),
+        "{recorded}"
+    );
+    assert!(stack.stored(task).await.is_none(), "no task row");
+    assert_eq!(stack.failure_records().await, 0, "no attempt failed");
+    assert_eq!(
+        stack.queue_depth(&stack.topology().parking_queue()).await,
+        0
+    );
+    assert_eq!(stack.queue_depth(&stack.topology().work_queue()).await, 0);
+}
+
+fn id_of(task: &Value) -> String {
+    task["id"].as_str().expect("task id").to_string()
 }

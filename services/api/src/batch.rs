@@ -89,6 +89,8 @@ fn parse(
         fields,
         stamped_at: to_db_precision(client_time.min(received_at)),
         received_at,
+        // A pushed create merges under last-write-wins with what exists.
+        if_absent: false,
     })
 }
 

@@ -111,6 +111,7 @@ fn build(spec: &Spec, tasks: &[Uuid], t0: DateTime<Utc>) -> (Value, Operation) {
         fields,
         stamped_at: at,
         received_at: at,
+        if_absent: false,
     };
     (item, op)
 }

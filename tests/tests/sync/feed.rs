@@ -19,7 +19,7 @@ use std::{
 use chrono::{Duration as Delta, Utc};
 use deadpool_postgres::{Object, Pool};
 use serde_json::json;
-use sync_worker::apply::apply_batch;
+use sync_worker::apply::apply_first_attempts;
 use tasksync_shared::{OpKind, Operation, OperationFields, db};
 use tasksync_tests::{
     PATIENCE, TestStack,
@@ -160,7 +160,7 @@ async fn the_feed_never_skips_a_change_that_commits_after_a_later_one() {
     let stack = TestStack::start().await;
     let pool = db::pool(&stack.settings.database_url, 4).unwrap();
     let (held, later) = (Uuid::new_v4(), Uuid::new_v4());
-    apply_batch(
+    apply_first_attempts(
         &pool,
         &[
             op(held, OpKind::Create, title("held v1")),
@@ -178,7 +178,7 @@ async fn the_feed_never_skips_a_change_that_commits_after_a_later_one() {
     // Writer A takes its transaction id and changes `held`, but has not committed. Writer B
     // starts after it, so it gets a later id, and commits first.
     let a = hold_a_change(&pool, held, "held v2").await;
-    apply_batch(&pool, &[op(later, OpKind::Update, title("later v2"))])
+    apply_first_attempts(&pool, &[op(later, OpKind::Update, title("later v2"))])
         .await
         .unwrap();
 
@@ -212,7 +212,7 @@ async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_o
         .map(|t| op(*t, OpKind::Create, title("v0")))
         .collect();
     seed.push(op(held, OpKind::Create, title("held v1")));
-    apply_batch(&pool, &seed).await.unwrap();
+    apply_first_attempts(&pool, &seed).await.unwrap();
 
     // Counts the holder waits on: writer commits, and pages the reader has read.
     let commits = Arc::new(watch::Sender::new(0u64));
@@ -264,7 +264,7 @@ async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_o
                             }
                         })
                         .collect();
-                    apply_batch(&pool, &batch).await.unwrap();
+                    apply_first_attempts(&pool, &batch).await.unwrap();
                     commits.send_modify(|n| *n += 1);
                 }
             })

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use tasksync_shared::{
-    Operation, OutcomeReport, OutcomeStatus, Task, model::to_db_precision, operation::ItemStatus,
+    Operation, OutcomeReport, Task, model::to_db_precision, operation::ItemStatus,
 };
 use uuid::Uuid;
 
@@ -252,16 +252,16 @@ fn decided(op: &Operation, report: Option<&OutcomeReport>) -> Processed {
             error: None,
         };
     };
-    let error = (report.status == OutcomeStatus::Error)
+    let error = (report.status == ItemStatus::Error)
         .then(|| report.error.clone().unwrap_or_else(|| "rejected".into()));
-    let task = (report.status != OutcomeStatus::Error)
+    let task = (report.status != ItemStatus::Error)
         .then(|| report.task.clone())
         .flatten();
     Processed {
         client_id: Some(op.task_id.to_string()),
         op_id: Some(op.op_id.to_string()),
         server_id: task.as_ref().and_then(|t| t.server_id.clone()),
-        status: report.status.into(),
+        status: report.status,
         resolved_data: task,
         error,
     }

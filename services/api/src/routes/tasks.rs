@@ -12,8 +12,10 @@ use axum::{
 use chrono::Utc;
 use serde::Deserialize;
 use tasksync_shared::{
-    OpKind, Operation, OperationFields, OutcomeReport, OutcomeStatus, SyncStatus, Task,
-    model::to_db_precision, operation::Rejection, operation::present, validate,
+    OpKind, Operation, OperationFields, OutcomeReport, SyncStatus, Task,
+    model::to_db_precision,
+    operation::{ItemStatus, Rejection, exists_message, present},
+    validate,
 };
 use uuid::Uuid;
 
@@ -66,6 +68,10 @@ pub struct CreateTask {
     completed: Option<bool>,
 }
 
+/// `POST /api/tasks`: an exclusive create. 409 when the id is taken — by a task of the caller
+/// (the message says when it is a deleted one), or of someone else (the message says no more
+/// than that the id exists). The worker decides it, so of two creates racing for one id
+/// exactly one answers 201.
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -82,27 +88,33 @@ pub async fn create(
     )?;
     let id = match body.id {
         Some(id) => {
-            match state
-                .db_round(storage::find_task(&state.db, &user, id))
-                .await
-            {
-                Ok(Some(_)) => {
-                    return Err(ApiError::Conflict(format!(
-                        "a task with id {id} already exists"
-                    )));
-                }
-                Ok(None) => {}
-                // Writes do not need the database: the worker decides; the check is a courtesy.
-                Err(ApiError::Unavailable(_)) => {}
-                Err(e) => return Err(e),
-            }
+            taken_fast_path(&state, &user, id).await?;
             id
         }
         None => Uuid::new_v4(),
     };
-    let op = operation(&user, id, OpKind::Create, fields);
+    // Exclusive: the worker decides `error` (409) if the id is taken by then, so that of two
+    // creates with one id exactly one wins.
+    let op = Operation {
+        if_absent: true,
+        ..operation(&user, id, OpKind::Create, fields)
+    };
     let pending = pending_view(None, &op);
     submit(&state, &headers, op, pending).await
+}
+
+/// A 409 without publishing when the caller's own task already holds the id, with the
+/// worker's words. Only a shortcut: the worker decides every create (another user's task,
+/// a create racing this one), and a database that does not answer skips it.
+async fn taken_fast_path(state: &AppState, user: &str, id: Uuid) -> Result<(), ApiError> {
+    match state
+        .db_round(storage::find_task(&state.db, user, id))
+        .await
+    {
+        Ok(Some(task)) => Err(ApiError::Conflict(exists_message(id, task.is_deleted))),
+        Ok(None) | Err(ApiError::Unavailable(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +180,7 @@ fn operation(user: &str, task_id: Uuid, kind: OpKind, fields: OperationFields) -
         fields,
         stamped_at: now,
         received_at: now,
+        if_absent: false,
     }
 }
 
@@ -226,7 +239,12 @@ async fn submit(
     })?;
     let location = format!("/api/tasks/{}", op.task_id);
     let mut response = match submitted {
+        // Pending: merged into a task nobody can read yet (not for REST writes, which name
+        // a task that exists); the operation is accepted all the same.
         Submitted::Accepted => (StatusCode::ACCEPTED, Json(pending)).into_response(),
+        Submitted::Decided(report) if report.status == ItemStatus::Pending => {
+            (StatusCode::ACCEPTED, Json(pending)).into_response()
+        }
         Submitted::Decided(report) => decided(op.kind, report)?,
     };
     let headers = response.headers_mut();
@@ -239,22 +257,27 @@ async fn submit(
     Ok(response)
 }
 
+/// The answer to a decided write. The worker's `error` reasons are written for the caller:
+/// on another user's task they say no more than "not found" or, for a create, that the id
+/// exists.
 fn decided(kind: OpKind, report: OutcomeReport) -> Result<Response, ApiError> {
     match (report.status, report.task) {
-        (OutcomeStatus::Success, Some(task)) => Ok(match kind {
+        (ItemStatus::Success, Some(task)) => Ok(match kind {
             OpKind::Create => (StatusCode::CREATED, Json(task)).into_response(),
             OpKind::Update => (StatusCode::OK, Json(task)).into_response(),
             OpKind::Delete => StatusCode::NO_CONTENT.into_response(),
         }),
-        (OutcomeStatus::Conflict, _) => Err(ApiError::Conflict(
+        (ItemStatus::Conflict, _) => Err(ApiError::Conflict(
             "a later write to this task won; fetch it and retry".into(),
         )),
         (_, _) => {
             let reason = report.error.unwrap_or_else(|| "rejected".into());
             Err(match (report.rejection, kind) {
                 (Some(Rejection::Invalid), _) => ApiError::BadRequest(reason),
+                (Some(Rejection::Exists | Rejection::OpIdReused), _) => ApiError::Conflict(reason),
+                // From a worker that predates exclusive creates.
                 (Some(Rejection::NotFound), OpKind::Create) => {
-                    ApiError::Conflict("this task id is not available".into())
+                    ApiError::Conflict(exists_message(report.task_id, false))
                 }
                 (Some(Rejection::NotFound), _) => ApiError::task_not_found(),
                 (Some(Rejection::Failed), _) => ApiError::OperationFailed(format!(

@@ -80,7 +80,7 @@ pub fn after_apply(
     match applied {
         Ok(report) => Fate::Applied(report),
         Err(ApplyError::Unavailable(_)) => Fate::HoldForDatabase,
-        Err(ApplyError::Rejected(error)) => {
+        Err(ApplyError::Failed(error)) => {
             let queue = usize::try_from(attempt)
                 .ok()
                 .and_then(|n| topology.retry_queue(n));
@@ -117,7 +117,7 @@ fn park(attempt: u32, reason: String) -> Fate {
 mod tests {
     use std::time::Duration;
 
-    use tasksync_shared::{OutcomeStatus, Settings};
+    use tasksync_shared::{Settings, operation::ItemStatus};
     use uuid::Uuid;
 
     use super::*;
@@ -143,7 +143,7 @@ mod tests {
         OutcomeReport {
             op_id: Uuid::nil(),
             task_id: Uuid::nil(),
-            status: OutcomeStatus::Success,
+            status: ItemStatus::Success,
             error: None,
             rejection: None,
             task: None,
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn a_failed_attempt_is_retried_until_the_last_then_parked() {
         let t = topology();
-        let failed = || Err(ApplyError::Rejected("boom".into()));
+        let failed = || Err(ApplyError::Failed("boom".into()));
         for attempt in 1..=3 {
             assert_eq!(
                 after_apply(attempt, failed(), &t),

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use lapin::types::ShortString;
 use tasksync_shared::{
-    Operation, OutcomeReport, OutcomeStatus,
+    Operation, OutcomeReport,
     failure::{self, header},
-    operation::Rejection,
+    operation::{ItemStatus, Rejection},
 };
 use tracing::Instrument;
 
@@ -78,14 +78,10 @@ async fn carry_out(ctx: &Ctx<'_>, verdict: Verdict) -> anyhow::Result<Option<Out
     }
 }
 
-/// Success is routine (debug, batches can be large); every other decision is logged at info.
+/// The apply step logged the decision at info (with op id, task and user); settling it is
+/// routine.
 fn log_decision(report: &OutcomeReport) {
-    let status = report.status.as_str();
-    match report.status {
-        OutcomeStatus::Success => tracing::debug!(status, "decided"),
-        OutcomeStatus::Conflict => tracing::info!(status, "decided"),
-        OutcomeStatus::Error => tracing::info!(status, error = report.error.as_deref(), "decided"),
-    }
+    tracing::debug!(status = report.status.as_str(), "settled");
 }
 
 /// Republishes a failed attempt to the delay queue of its attempt, then acks the original.
@@ -147,7 +143,7 @@ fn parked_report(op: &Operation, reason: String) -> OutcomeReport {
     OutcomeReport {
         op_id: op.op_id,
         task_id: op.task_id,
-        status: OutcomeStatus::Error,
+        status: ItemStatus::Error,
         error: Some(reason),
         rejection: Some(Rejection::Failed),
         task: None,

@@ -12,7 +12,7 @@ use super::{
     fate::{self, Facts, Fate},
 };
 use crate::{
-    apply::{ApplyError, Attempt, apply_attempts},
+    apply::{ApplyError, Attempt, apply_batch},
     storage::failures::{Failure, FailureRecords, RecordError},
 };
 
@@ -130,7 +130,7 @@ async fn apply_or_split(ctx: &Ctx<'_>, batch: Vec<(Item, Operation)>) -> Vec<Ver
     let results: Vec<Result<OutcomeReport, ApplyError>> =
         match apply_bounded(ctx, &ops, &attempts).await {
             Ok(reports) => reports.into_iter().map(Ok).collect(),
-            Err(ApplyError::Rejected(error)) if batch.len() > 1 => {
+            Err(ApplyError::Failed(error)) if batch.len() > 1 => {
                 tracing::warn!(%error, size = batch.len(), "batch failed; applying one by one");
                 return one_by_one(ctx, batch).await;
             }
@@ -197,7 +197,7 @@ async fn apply_bounded(
     attempts: &[Attempt],
 ) -> Result<Vec<OutcomeReport>, ApplyError> {
     let timeout = ctx.settings.db_timeout;
-    tokio::time::timeout(timeout, apply_attempts(ctx.pool, ops, attempts, ctx.faults))
+    tokio::time::timeout(timeout, apply_batch(ctx.pool, ops, attempts, ctx.faults))
         .await
         .unwrap_or_else(|_| {
             Err(ApplyError::Unavailable(format!(

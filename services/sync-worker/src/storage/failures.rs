@@ -6,16 +6,17 @@
 //! `jsonb` refuse U+0000, so every text that comes from a message or an error is stored with
 //! U+0000 replaced by U+FFFD (the exact message stays in `body`, which is `bytea`).
 
-use std::{borrow::Cow, future::Future, time::Duration};
+use std::{future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
-use serde_json::{Value, json};
+use serde_json::json;
 use tasksync_shared::{
     Operation, OutcomeStatus,
     db::{is_transient, pool_error_is_transient},
     failure::RecordState,
     model::SyncStatus,
+    operation::storable_text,
 };
 
 /// One failed attempt, or a message parked at once.
@@ -145,26 +146,25 @@ async fn upsert(
 ) -> Result<(), RecordError> {
     let op = failure.op;
     let attempts = i32::try_from(failure.attempt).unwrap_or(i32::MAX);
-    let error = storable(failure.error);
-    let event =
-        storable_json(json!({ "attempt": failure.attempt, "at": failure.at, "error": error }));
+    let error = storable_text(failure.error);
+    let event = json!({ "attempt": failure.attempt, "at": failure.at, "error": error });
     client
         .execute(
             UPSERT,
             &[
-                &storable(failure.message_id),
+                &storable_text(failure.message_id),
                 &op.map(|o| o.op_id),
                 &op.map(|o| o.task_id),
-                &op.map(|o| storable(&o.user_id)),
+                &op.map(|o| storable_text(&o.user_id)),
                 &op.map(|o| o.kind.as_str()),
-                &storable(failure.routing_key),
+                &storable_text(failure.routing_key),
                 &attempts,
                 &failure.at,
                 &error,
                 &event,
                 &state.as_str(),
                 &failure.body,
-                &failure.publisher_message_id.map(storable),
+                &failure.publisher_message_id.map(storable_text),
             ],
         )
         .await?;
@@ -178,9 +178,9 @@ async fn log_error_outcome(
     failure: &Failure<'_>,
     op: &Operation,
 ) -> Result<(), RecordError> {
-    let fields = storable_json(serde_json::to_value(&op.fields).unwrap_or_default());
+    let fields = op.fields.storable_json();
     let attempts = i32::try_from(failure.attempt).unwrap_or(i32::MAX);
-    let user_id = storable(&op.user_id);
+    let user_id = storable_text(&op.user_id);
     let error = OutcomeStatus::Error.as_str();
     tx.execute(
         "INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, \
@@ -200,8 +200,8 @@ async fn log_error_outcome(
             &op.stamped_at,
             &op.received_at,
             &attempts,
-            &storable(failure.error),
-            &storable(failure.message_id),
+            &storable_text(failure.error),
+            &storable_text(failure.message_id),
             &error,
         ],
     )
@@ -213,44 +213,4 @@ async fn log_error_outcome(
     )
     .await?;
     Ok(())
-}
-
-/// `text` as Postgres can store it: U+0000 replaced by U+FFFD.
-pub fn storable(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') {
-        Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(text)
-    }
-}
-
-/// `value` as `jsonb` can store it: U+0000 replaced by U+FFFD in every string and key.
-pub fn storable_json(value: Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(storable(&s).into_owned()),
-        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (storable(&k).into_owned(), storable_json(v)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nul_bytes_become_replacement_characters_everywhere_in_text_and_json() {
-        assert_eq!(storable("plain"), Cow::Borrowed("plain"));
-        assert_eq!(storable("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
-        let stored = storable_json(json!({"t\0": ["x\0", 1, {"d": "\0"}], "n": null}));
-        assert_eq!(
-            stored,
-            json!({"t\u{FFFD}": ["x\u{FFFD}", 1, {"d": "\u{FFFD}"}], "n": null})
-        );
-        assert!(!stored.to_string().contains("\\u0000"));
-    }
 }

@@ -1,0 +1,177 @@
+//! The worker's step: apply a batch of operations in one transaction and decide each one.
+//!
+//! Pure of AMQP, so tests call it directly. The loop in [`crate::consumer`] acks, retries,
+//! parks and replies around it. One batch goes through four stages:
+//! 1. [`validate`]: check each operation again (pure);
+//! 2. lock the batch's tasks and read what the log holds of its op ids (two statements);
+//! 3. [`decide`]: what becomes of each operation (pure, unit-tested);
+//! 4. persist the plan and commit (at most five statements), then [`report`] (pure).
+//!
+//! The number of statements never grows with the batch.
+
+mod decide;
+mod report;
+mod validate;
+
+use std::collections::HashMap;
+
+use deadpool_postgres::{Pool, Transaction};
+use tasksync_shared::{
+    Operation, OutcomeReport, Task,
+    db::{is_transient, pool_error_is_transient},
+};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::{
+    faults::{FaultInjector, NoFaults},
+    storage::{self, LockedTask},
+};
+use decide::{Batch, Plan};
+use report::Shown;
+
+/// Why a batch could not be applied. Nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The database cannot be reached: wait for it, spend no attempt.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed: something in the batch cannot be written as it is. Retryable: the
+    /// consumer isolates the operation at fault and spends one of its attempts.
+    #[error("database refused the batch: {0}")]
+    Failed(String),
+}
+
+impl From<tokio_postgres::Error> for ApplyError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let message = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |db| db.message().to_string());
+        if is_transient(&e) {
+            Self::Unavailable(message)
+        } else {
+            Self::Failed(message)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApplyError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        if pool_error_is_transient(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Failed(e.to_string())
+        }
+    }
+}
+
+/// Message of the error outcome of an operation on another user's task. It says no more than
+/// "not found", so that it never reveals that the task exists.
+pub const NOT_FOUND: &str = "task not found";
+
+/// Where a delivered operation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1 for the first try.
+    pub number: u32,
+    /// Replayed from the parking queue: an `error` outcome already logged for it is replaced.
+    pub replay: bool,
+}
+
+impl Attempt {
+    pub const FIRST: Self = Self {
+        number: 1,
+        replay: false,
+    };
+}
+
+/// Applies `ops`, each on its first attempt and without injected faults (tests).
+pub async fn apply_first_attempts(
+    pool: &Pool,
+    ops: &[Operation],
+) -> Result<Vec<OutcomeReport>, ApplyError> {
+    apply_batch(pool, ops, &vec![Attempt::FIRST; ops.len()], &NoFaults).await
+}
+
+/// Applies `ops` (`ops[i]` on attempt `attempts[i]`) in one transaction and returns one report
+/// per operation, in order. `faults` is consulted before each operation is merged.
+///
+/// An operation already in the log (a redelivery, or a client pushing it again) is not applied
+/// again: its report repeats the recorded outcome with the current task.
+#[instrument(skip_all, fields(batch = ops.len()))]
+pub async fn apply_batch(
+    pool: &Pool,
+    ops: &[Operation],
+    attempts: &[Attempt],
+    faults: &dyn FaultInjector,
+) -> Result<Vec<OutcomeReport>, ApplyError> {
+    let problems = validate::problems(ops);
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Invalid operations lock nothing: no placeholder row for them.
+    let targets: Vec<(Uuid, &str)> = ops
+        .iter()
+        .zip(&problems)
+        .filter(|(_, problem)| problem.is_none())
+        .map(|(op, _)| (op.task_id, op.user_id.as_str()))
+        .collect();
+    let mut locked = storage::lock_tasks(&tx, &targets).await?;
+    let op_ids: Vec<Uuid> = ops.iter().map(|op| op.op_id).collect();
+    let logged = storage::logged_operations(&tx, &op_ids).await?;
+    let batch = Batch {
+        ops,
+        attempts,
+        problems: &problems,
+        logged: &logged,
+    };
+    let plan = decide::decide(&batch, &mut locked, faults).map_err(ApplyError::Failed)?;
+    let saved = persist(&tx, &plan, &locked).await?;
+    tx.commit().await?;
+    Ok(report::reports(ops, &plan.verdicts, &shown(locked, saved)))
+}
+
+/// Writes what `plan` decided, inside `tx`. Returns the saved tasks as stored.
+async fn persist(
+    tx: &Transaction<'_>,
+    plan: &Plan<'_>,
+    locked: &HashMap<Uuid, LockedTask>,
+) -> Result<Vec<Task>, tokio_postgres::Error> {
+    let to_save: Vec<(Uuid, &tasksync_shared::merge::TaskState)> = locked
+        .iter()
+        .filter(|(id, _)| plan.changed.contains(id))
+        .map(|(id, row)| (*id, &row.state))
+        .collect();
+    let saved = storage::save_tasks(tx, &to_save).await?;
+    let placeholders: Vec<Uuid> = locked
+        .iter()
+        .filter(|(id, row)| row.inserted && !plan.written.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    storage::delete_placeholders(tx, &placeholders).await?;
+    // Before recording: a replayed operation's new decision takes the place of its error.
+    storage::forget_decisions(tx, &plan.forget).await?;
+    storage::record_operations(tx, &plan.record).await?;
+    storage::resolve_failures(tx, &plan.resolve).await?;
+    Ok(saved)
+}
+
+/// The batch's tasks as it left them, by id; placeholders nobody wrote are gone.
+fn shown(locked: HashMap<Uuid, LockedTask>, saved: Vec<Task>) -> HashMap<Uuid, Shown> {
+    let mut shown: HashMap<Uuid, Shown> = locked
+        .into_iter()
+        .map(|(id, row)| {
+            let shown = Shown {
+                created: row.state.title.is_some(),
+                owner: row.user_id,
+                task: row.task,
+            };
+            (id, shown)
+        })
+        .collect();
+    for task in saved {
+        if let Some(entry) = shown.get_mut(&task.id) {
+            entry.task = task;
+        }
+    }
+    shown
+}

@@ -1,0 +1,179 @@
+//! The operation log: what it holds of a batch's op ids, and the batch's decisions.
+
+use std::{borrow::Cow, collections::HashMap};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use tasksync_shared::{OpKind, Operation, OutcomeStatus, operation::storable_text};
+use tokio_postgres::Row;
+use tracing::instrument;
+use uuid::Uuid;
+
+/// An operation the log already holds: its decision, and what it was (to tell a redelivery
+/// from an op id reused for another operation).
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub status: OutcomeStatus,
+    pub error: Option<String>,
+    /// Who pushed the operation that was decided.
+    pub user_id: String,
+    pub task_id: Uuid,
+    pub kind: Option<OpKind>,
+    /// As stored: [`tasksync_shared::OperationFields::storable_json`].
+    pub fields: serde_json::Value,
+    pub stamped_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+fn logged_from_row(row: &Row) -> Result<(Uuid, Logged), tokio_postgres::Error> {
+    let kind = OpKind::parse(row.try_get("kind")?);
+    let logged = Logged {
+        status: OutcomeStatus::from_db(row.try_get("outcome")?),
+        error: row.try_get("last_error")?,
+        user_id: row.try_get("user_id")?,
+        task_id: row.try_get("task_id")?,
+        kind,
+        fields: row.try_get("fields")?,
+        stamped_at: row.try_get("client_ts")?,
+        received_at: row.try_get("received_at")?,
+    };
+    Ok((row.try_get("op_id")?, logged))
+}
+
+/// The operations of `op_ids` that the log already holds.
+#[instrument(skip_all, fields(ops = op_ids.len()))]
+pub async fn logged_operations(
+    tx: &Transaction<'_>,
+    op_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Logged>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT op_id, outcome, last_error, user_id, task_id, kind, fields, client_ts, \
+                    received_at \
+             FROM operations WHERE op_id = ANY($1)",
+            &[&op_ids],
+        )
+        .await?;
+    rows.iter().map(logged_from_row).collect()
+}
+
+/// A decision to record in the operation log.
+#[derive(Clone, Debug)]
+pub struct Decision<'a> {
+    pub op: &'a Operation,
+    pub status: OutcomeStatus,
+    pub error: Option<String>,
+    /// 1 for the first try.
+    pub attempts: u32,
+}
+
+/// Column-wise parameters of [`record_operations`]. Text goes through [`storable_text`], so
+/// that an operation decided invalid for a NUL in it is still recorded.
+#[derive(Default)]
+struct RecordColumns<'a> {
+    op_id: Vec<Uuid>,
+    task_id: Vec<Uuid>,
+    user_id: Vec<Cow<'a, str>>,
+    kind: Vec<&'static str>,
+    fields: Vec<serde_json::Value>,
+    stamped_at: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    outcome: Vec<&'static str>,
+    error: Vec<Option<Cow<'a, str>>>,
+    attempts: Vec<i32>,
+}
+
+impl<'a> RecordColumns<'a> {
+    fn push(&mut self, d: &'a Decision<'_>) {
+        self.op_id.push(d.op.op_id);
+        self.task_id.push(d.op.task_id);
+        self.user_id.push(storable_text(&d.op.user_id));
+        self.kind.push(d.op.kind.as_str());
+        self.fields.push(d.op.fields.storable_json());
+        self.stamped_at.push(d.op.stamped_at);
+        self.received_at.push(d.op.received_at);
+        self.outcome.push(d.status.as_str());
+        self.error.push(d.error.as_deref().map(storable_text));
+        self.attempts
+            .push(i32::try_from(d.attempts).unwrap_or(i32::MAX));
+    }
+}
+
+/// Records decisions; an op id already in the log is left as it is.
+#[instrument(skip_all, fields(ops = decisions.len()))]
+pub async fn record_operations(
+    tx: &Transaction<'_>,
+    decisions: &[Decision<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    let mut c = RecordColumns::default();
+    for d in decisions {
+        c.push(d);
+    }
+    tx.execute(
+        "INSERT INTO operations \
+           (op_id, task_id, user_id, kind, fields, client_ts, received_at, outcome, last_error, \
+            attempts) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], \
+                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
+                              $10::int4[]) \
+         ON CONFLICT (op_id) DO NOTHING",
+        &[
+            &c.op_id,
+            &c.task_id,
+            &c.user_id,
+            &c.kind,
+            &c.fields,
+            &c.stamped_at,
+            &c.received_at,
+            &c.outcome,
+            &c.error,
+            &c.attempts,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes logged decisions (the `error` outcomes of replayed operations).
+#[instrument(skip_all, fields(ops = op_ids.len()))]
+pub async fn forget_decisions(
+    tx: &Transaction<'_>,
+    op_ids: &[Uuid],
+) -> Result<(), tokio_postgres::Error> {
+    if !op_ids.is_empty() {
+        tx.execute(
+            "DELETE FROM operations WHERE op_id = ANY($1) AND outcome = 'error'",
+            &[&op_ids],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Marks the failure records of operations that have now been decided as resolved, and copies
+/// their first and last failure times into the log. Only operations that can have a record
+/// need be named (a later attempt, or a replay).
+#[instrument(skip_all, fields(ops = op_ids.len()))]
+pub async fn resolve_failures(
+    tx: &Transaction<'_>,
+    op_ids: &[Uuid],
+) -> Result<(), tokio_postgres::Error> {
+    if op_ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "WITH resolved AS ( \
+           UPDATE operation_failures SET state = 'resolved' \
+           WHERE op_id = ANY($1) AND state IN ('retrying', 'replayed') \
+           RETURNING op_id, first_failed_at, last_failed_at) \
+         UPDATE operations o \
+         SET first_failed_at = r.first_failed_at, last_failed_at = r.last_failed_at \
+         FROM resolved r WHERE o.op_id = r.op_id",
+        &[&op_ids],
+    )
+    .await?;
+    Ok(())
+}
