@@ -9,7 +9,12 @@ pub fn problems(ops: &[Operation]) -> Vec<Option<String>> {
 }
 
 fn problem(op: &Operation) -> Option<String> {
-    if let Err(e) = validate::normalize(op.kind, op.fields.clone()) {
+    let checked = validate::normalize(op.kind, op.fields.clone())
+        // The api clamps stamps to its clock; a message from elsewhere may hold any time, and
+        // one RFC 3339 cannot express would be served back as an invalid timestamp.
+        .and_then(|_| validate::stamp("updated_at", op.stamped_at))
+        .and_then(|_| validate::stamp("received_at", op.received_at));
+    if let Err(e) = checked {
         return Some(e.to_string());
     }
     unstorable(op)
@@ -73,5 +78,22 @@ mod tests {
         assert!(found[1].as_deref().unwrap().starts_with("title: "));
         assert!(found[2].as_deref().unwrap().starts_with("description: "));
         assert!(found[3].as_deref().unwrap().starts_with("title: "));
+    }
+
+    #[test]
+    fn a_stamp_outside_what_rfc_3339_can_express_is_a_problem_naming_it() {
+        let mut ancient = op("fine", None);
+        ancient.stamped_at = chrono::DateTime::from_timestamp(-62_167_219_200, 0).unwrap();
+        let mut received_late = op("fine", None);
+        received_late.received_at = chrono::DateTime::from_timestamp(253_402_300_800, 0).unwrap();
+        let found = problems(&[ancient, received_late]);
+        assert!(
+            found[0].as_deref().unwrap().starts_with("updated_at: "),
+            "{found:?}"
+        );
+        assert!(
+            found[1].as_deref().unwrap().starts_with("received_at: "),
+            "{found:?}"
+        );
     }
 }
