@@ -53,9 +53,9 @@ async fn naive_page(pool: &Pool, cursor: &mut (String, Uuid)) -> Vec<(Uuid, Stri
     let client = pool.get().await.unwrap();
     let rows = client
         .query(
-            "SELECT id, title, change_xid::text FROM tasks \
+            "SELECT id, title, change_xid::text AS position FROM tasks \
              WHERE title IS NOT NULL AND (change_xid, id) > ($1::text::xid8, $2) \
-             ORDER BY change_xid, id LIMIT 1000",
+             ORDER BY tasks.change_xid, tasks.id LIMIT 1000",
             &[&cursor.0, &cursor.1],
         )
         .await
@@ -322,4 +322,74 @@ async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_o
         naive[&held], "held v1",
         "a naive cursor misses the change that committed late (the trap this test guards)"
     );
+}
+
+/// Makes the cluster's transaction ids pass `xid` (one committed transaction per id), so that
+/// positions below it are under every snapshot's horizon.
+async fn advance_transaction_ids_past(pool: &Pool, xid: u64) {
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN \
+               WHILE pg_current_xact_id() <= '{xid}'::xid8 LOOP COMMIT; END LOOP; \
+             END $$"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Pages the whole feed with `limit` and returns the task ids in the order served.
+async fn page_through(stack: &TestStack, limit: usize) -> Vec<String> {
+    let (mut served, mut cursor) = (Vec::new(), String::new());
+    for _ in 0..10 {
+        let page = stack.changes(&cursor, Some(limit)).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let changes = page.body["changes"].as_array().unwrap();
+        served.extend(
+            changes
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+        if !page.body["has_more"].as_bool().unwrap() {
+            return served;
+        }
+    }
+    panic!("the feed did not end: {served:?}");
+}
+
+/// 9999 < 10000 < 10001 as positions, but "10000" < "10001" < "9999" as text: a feed that sorts
+/// the text while its cursor compares numbers serves 10000 and 10001 first, moves its cursor
+/// past 9999, and never serves it.
+#[tokio::test]
+async fn paging_across_positions_whose_text_sorts_differently_serves_every_change_once() {
+    let stack = TestStack::start().await;
+    let pool = db::pool(&stack.settings.database_url, 2).unwrap();
+    advance_transaction_ids_past(&pool, 10_100).await;
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let creates: Vec<Operation> = ids
+        .iter()
+        .map(|id| op(*id, OpKind::Create, title("t")))
+        .collect();
+    apply_batch(&pool, &creates).await.unwrap();
+    let client = pool.get().await.unwrap();
+    for (id, position) in ids.iter().zip(["9999", "10000", "10001"]) {
+        client
+            .execute(
+                "UPDATE tasks SET change_xid = $2::text::xid8 WHERE id = $1",
+                &[id, &position],
+            )
+            .await
+            .unwrap();
+    }
+    stack.feed_caught_up().await;
+
+    let expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    for limit in [1, 2, 3] {
+        assert_eq!(
+            page_through(&stack, limit).await,
+            expected,
+            "limit {limit}: every change once, in position order"
+        );
+    }
 }
