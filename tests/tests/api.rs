@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use tasksync_tests::TestStack;
 use uuid::Uuid;
 
+#[path = "api/reads.rs"]
+mod reads;
+
 fn id_of(body: &Value) -> String {
     body["id"].as_str().expect("task id").to_string()
 }
