@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashSet,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -278,6 +281,7 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
             get_url(&stack, &format!("{}/ready", api.base)).await.0 == 200
         })
         .await;
+    let name = api::broker::connection_name(&stack.settings.amqp_prefix);
     stack.stop_worker().await;
     for n in 0..3 {
         let url = format!("{}/tasks", api.base);
@@ -290,15 +294,33 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
         assert_eq!(response.send().await.unwrap().status(), 202);
     }
 
-    let burst = join_all((0..100).map(|_| get_url(&stack, &status_url))).await;
-    for (status, _, body) in &burst {
-        assert_eq!(*status, 200);
-        assert_eq!(body["sync_queue_size"], 3, "{body}");
-        assert_eq!(body["worker_count"], 0, "{body}");
-        assert_eq!(body["is_online"], true, "{body}");
-    }
-    let name = api::broker::connection_name(&stack.settings.amqp_prefix);
-    assert!(broker_channels(&name).await <= 2, "after a burst");
+    // Fifty clients call it back to back while the broker's channel count is read.
+    let calling = AtomicBool::new(true);
+    let answers = AtomicU64::new(0);
+    let client = || async {
+        while calling.load(Ordering::SeqCst) {
+            let (status, _, body) = get_url(&stack, &status_url).await;
+            assert_eq!(status, 200);
+            assert_eq!(body["sync_queue_size"], 3, "{body}");
+            assert_eq!(body["worker_count"], 0, "{body}");
+            assert_eq!(body["is_online"], true, "{body}");
+            answers.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let counting = async {
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            counts.push(broker_channels(&name).await);
+        }
+        calling.store(false, Ordering::SeqCst);
+        counts
+    };
+    let (counts, _) = tokio::join!(counting, join_all((0..50).map(|_| client())));
+    assert!(answers.load(Ordering::SeqCst) >= 100, "{answers:?}");
+    assert!(
+        counts.iter().all(|c| *c <= 2),
+        "channels under load: {counts:?}"
+    );
 
     // Calls while the broker does not answer: each answers in bounded time.
     proxy.stall();
