@@ -245,12 +245,13 @@ async fn broker_channels(name: &str) -> u64 {
     .unwrap();
     assert!(output.status.success(), "{output:?}");
     let connections: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // A connection still in its handshake has no client properties yet.
     let named = |c: &&Value| {
-        c["client_properties"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p[0] == "connection_name" && p[2] == name)
+        c["client_properties"].as_array().is_some_and(|properties| {
+            properties
+                .iter()
+                .any(|p| p[0] == "connection_name" && p[2] == name)
+        })
     };
     let ours: Vec<&Value> = connections
         .as_array()
@@ -260,6 +261,38 @@ async fn broker_channels(name: &str) -> u64 {
         .collect();
     assert_eq!(ours.len(), 1, "one connection named {name}: {connections}");
     ours[0]["channels"].as_u64().unwrap()
+}
+
+/// Reads the broker's channel count of connection `name` three times while fifty clients call
+/// `status_url` back to back, each answer checked (three tasks queued, no worker).
+async fn channels_while_fifty_clients_call(
+    stack: &TestStack,
+    status_url: &str,
+    name: &str,
+) -> Vec<u64> {
+    let calling = AtomicBool::new(true);
+    let answers = AtomicU64::new(0);
+    let client = || async {
+        while calling.load(Ordering::SeqCst) {
+            let (status, _, body) = get_url(stack, status_url).await;
+            assert_eq!(status, 200);
+            assert_eq!(body["sync_queue_size"], 3, "{body}");
+            assert_eq!(body["worker_count"], 0, "{body}");
+            assert_eq!(body["is_online"], true, "{body}");
+            answers.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let counting = async {
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            counts.push(broker_channels(name).await);
+        }
+        calling.store(false, Ordering::SeqCst);
+        counts
+    };
+    let (counts, _) = tokio::join!(counting, join_all((0..50).map(|_| client())));
+    assert!(answers.load(Ordering::SeqCst) >= 100, "{answers:?}");
+    counts
 }
 
 /// `/api/status` needs no credentials, so a flood of it, or calls while the broker does not
@@ -294,29 +327,7 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
         assert_eq!(response.send().await.unwrap().status(), 202);
     }
 
-    // Fifty clients call it back to back while the broker's channel count is read.
-    let calling = AtomicBool::new(true);
-    let answers = AtomicU64::new(0);
-    let client = || async {
-        while calling.load(Ordering::SeqCst) {
-            let (status, _, body) = get_url(&stack, &status_url).await;
-            assert_eq!(status, 200);
-            assert_eq!(body["sync_queue_size"], 3, "{body}");
-            assert_eq!(body["worker_count"], 0, "{body}");
-            assert_eq!(body["is_online"], true, "{body}");
-            answers.fetch_add(1, Ordering::SeqCst);
-        }
-    };
-    let counting = async {
-        let mut counts = Vec::new();
-        for _ in 0..3 {
-            counts.push(broker_channels(&name).await);
-        }
-        calling.store(false, Ordering::SeqCst);
-        counts
-    };
-    let (counts, _) = tokio::join!(counting, join_all((0..50).map(|_| client())));
-    assert!(answers.load(Ordering::SeqCst) >= 100, "{answers:?}");
+    let counts = channels_while_fifty_clients_call(&stack, &status_url, &name).await;
     assert!(
         counts.iter().all(|c| *c <= 2),
         "channels under load: {counts:?}"
@@ -345,6 +356,25 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
         "{channels} channels after calls through a stall"
     );
     api.stop().await;
+}
+
+/// Waits until the api process answers its health check (from then on it handles SIGTERM).
+async fn serving(api: &ServiceProcess, port: u16) {
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = reqwest::get(&url).await {
+            if response.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "api not serving: {}",
+            api.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The api stops on SIGTERM within a few seconds while its broker session keeps failing at
@@ -377,6 +407,7 @@ async fn the_api_stops_promptly_on_sigterm_while_the_broker_refuses_its_login() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    serving(&api, settings.port).await;
     let asked = Instant::now();
     api.terminate();
     let status = api.wait_exit(Duration::from_secs(5)).await;
@@ -402,11 +433,13 @@ async fn the_api_stops_promptly_on_sigterm_while_its_broker_handshake_hangs() {
         ..Settings::default()
     };
     let mut api = ServiceProcess::spawn("api", &settings);
-    // The api is inside its handshake once it has connected.
+    // The api is inside its handshake once it has connected, and handles SIGTERM once it
+    // serves.
     let (_held, _) = tokio::time::timeout(Duration::from_secs(30), silent.accept())
         .await
         .expect("the api never tried to connect")
         .unwrap();
+    serving(&api, settings.port).await;
     let asked = Instant::now();
     api.terminate();
     let status = api.wait_exit(Duration::from_secs(5)).await;

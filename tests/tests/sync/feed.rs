@@ -136,10 +136,19 @@ async fn the_feed_pages_every_change_in_a_stable_order_with_tombstones() {
     assert_eq!(next["changes"].as_array().unwrap().len(), 1);
     assert_eq!(next["changes"][0]["id"], ids[0].to_string());
     assert_eq!(next["changes"][0]["completed"], true);
+}
 
+#[tokio::test]
+async fn bad_feed_parameters_are_400_naming_them() {
+    let stack = TestStack::start().await;
     for (query, name) in [
         ("since=abc", "since"),
         ("since=0a1b2c", "since"),
+        // A task-list cursor (version 2) is not a feed cursor.
+        (
+            "since=02000000000000000000000000000000000000000000000000",
+            "since",
+        ),
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("limit=-3", "limit"),
@@ -201,6 +210,57 @@ async fn the_feed_never_skips_a_change_that_commits_after_a_later_one() {
     assert_eq!(device.tasks, stack.server_tasks().await);
 }
 
+/// Commits the held transaction `a` once ten writer commits and then three reader pages went
+/// by after it was opened.
+async fn commit_after(
+    a: Object,
+    mut commits: watch::Receiver<u64>,
+    mut pages: watch::Receiver<u64>,
+) {
+    let c = *commits.borrow_and_update();
+    tokio::time::timeout(PATIENCE, commits.wait_for(|n| *n >= c + 10))
+        .await
+        .expect("writers stalled")
+        .unwrap();
+    let p = *pages.borrow_and_update();
+    tokio::time::timeout(PATIENCE, pages.wait_for(|n| *n >= p + 3))
+        .await
+        .expect("reader stalled")
+        .unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+}
+
+/// Writer `w`: fifteen batches of random deletes, completions and retitles of `tasks`, each
+/// counted in `commits` once committed.
+async fn write_rounds(w: u64, pool: Pool, tasks: Vec<Uuid>, commits: Arc<watch::Sender<u64>>) {
+    let mut x = w * 7919 + 17;
+    let mut next = |n: u64| {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (x >> 33) % n
+    };
+    for round in 0..15 {
+        let batch: Vec<Operation> = (0..1 + next(4))
+            .map(|_| {
+                let task = tasks[next(tasks.len() as u64) as usize];
+                match next(4) {
+                    0 => op(task, OpKind::Delete, OperationFields::default()),
+                    1 => op(
+                        task,
+                        OpKind::Update,
+                        OperationFields {
+                            completed: Some(round % 2 == 0),
+                            ..Default::default()
+                        },
+                    ),
+                    _ => op(task, OpKind::Update, title(&format!("w{w} r{round}"))),
+                }
+            })
+            .collect();
+        apply_batch(&pool, &batch).await.unwrap();
+        commits.send_modify(|n| *n += 1);
+    }
+}
+
 #[tokio::test]
 async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_of_every_task() {
     let stack = TestStack::start().await;
@@ -221,53 +281,15 @@ async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_o
 
     // One transaction stays open while others commit after it and the reader pages past them.
     let a = hold_a_change(&pool, held, "held v2").await;
-    let holder = {
-        let (mut commits, mut pages) = (commits.subscribe(), pages.subscribe());
-        tokio::spawn(async move {
-            let c = *commits.borrow_and_update();
-            tokio::time::timeout(PATIENCE, commits.wait_for(|n| *n >= c + 10))
-                .await
-                .expect("writers stalled")
-                .unwrap();
-            let p = *pages.borrow_and_update();
-            tokio::time::timeout(PATIENCE, pages.wait_for(|n| *n >= p + 3))
-                .await
-                .expect("reader stalled")
-                .unwrap();
-            a.batch_execute("COMMIT").await.unwrap();
-        })
-    };
+    let holder = tokio::spawn(commit_after(a, commits.subscribe(), pages.subscribe()));
     let writers: Vec<_> = (0..6u64)
         .map(|w| {
-            let (pool, tasks, commits) = (pool.clone(), tasks.clone(), commits.clone());
-            tokio::spawn(async move {
-                let mut x = w * 7919 + 17;
-                let mut next = |n: u64| {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    (x >> 33) % n
-                };
-                for round in 0..15 {
-                    let batch: Vec<Operation> = (0..1 + next(4))
-                        .map(|_| {
-                            let task = tasks[next(tasks.len() as u64) as usize];
-                            match next(4) {
-                                0 => op(task, OpKind::Delete, OperationFields::default()),
-                                1 => op(
-                                    task,
-                                    OpKind::Update,
-                                    OperationFields {
-                                        completed: Some(round % 2 == 0),
-                                        ..Default::default()
-                                    },
-                                ),
-                                _ => op(task, OpKind::Update, title(&format!("w{w} r{round}"))),
-                            }
-                        })
-                        .collect();
-                    apply_batch(&pool, &batch).await.unwrap();
-                    commits.send_modify(|n| *n += 1);
-                }
-            })
+            tokio::spawn(write_rounds(
+                w,
+                pool.clone(),
+                tasks.clone(),
+                commits.clone(),
+            ))
         })
         .collect();
     let all_done = {
