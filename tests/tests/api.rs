@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 #[path = "api/input.rs"]
 mod input;
+#[path = "api/reads.rs"]
+mod reads;
 
 fn id_of(body: &Value) -> String {
     body["id"].as_str().expect("task id").to_string()

@@ -1,16 +1,28 @@
-//! The changes-feed cursor: a position in commit order, opaque to clients.
+//! The opaque cursors of the api's paged reads: the changes feed's [`Position`] and the task
+//! list's [`ListPosition`].
 //!
-//! A position is `(change_xid, task id)` of the last row served: the id of the transaction that
-//! last changed the task (`tasks.change_xid`, a 64-bit `xid8`), then the task id to order rows
-//! of one transaction. It travels as 50 hex digits (a version byte, the xid, the uuid), so that
-//! clients store and send it back without being tempted to read meaning into it, and so that it
-//! can change shape later under a new version byte.
+//! Both travel as 50 hex digits: a version byte that also says which read the cursor belongs
+//! to, eight bytes of ordering key, and the task id. Clients store and send them back without
+//! being tempted to read meaning into them, a cursor of one read is refused by the other, and
+//! either can change shape later under a new version byte.
+//!
+//! - [`Position`]: `(change_xid, task id)` of the last row served: the id of the transaction
+//!   that last changed the task (`tasks.change_xid`, a 64-bit `xid8`), then the task id to
+//!   order rows of one transaction.
+//! - [`ListPosition`]: `(created_at, task id)` of the last task listed, `created_at` in
+//!   microseconds since the epoch (Postgres' own precision, so the keyset compares exactly).
+//!
+//! [`page_limit`] reads the `limit` parameter both reads take.
 
 use std::fmt::Write as _;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-const VERSION: u8 = 1;
+use crate::error::ApiError;
+
+const CHANGES_VERSION: u8 = 1;
+const LIST_VERSION: u8 = 2;
 const BYTES: usize = 1 + 8 + 16;
 
 /// Where a page of the feed ends.
@@ -28,16 +40,7 @@ impl Position {
     };
 
     pub fn encode(self) -> String {
-        let mut bytes = Vec::with_capacity(BYTES);
-        bytes.push(VERSION);
-        bytes.extend_from_slice(&self.xid.to_be_bytes());
-        bytes.extend_from_slice(self.id.as_bytes());
-        bytes
-            .iter()
-            .fold(String::with_capacity(BYTES * 2), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
+        encode(CHANGES_VERSION, self.xid.to_be_bytes(), self.id)
     }
 
     /// Reads a cursor this api handed out; `None` when it is not one. An empty cursor is the
@@ -46,19 +49,78 @@ impl Position {
         if cursor.is_empty() {
             return Some(Self::START);
         }
-        if cursor.len() != BYTES * 2 || !cursor.is_ascii() {
-            return None;
-        }
-        let bytes = (0..BYTES)
-            .map(|i| u8::from_str_radix(&cursor[2 * i..2 * i + 2], 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        if bytes[0] != VERSION {
-            return None;
-        }
-        let xid = u64::from_be_bytes(bytes[1..9].try_into().ok()?);
-        let id = Uuid::from_slice(&bytes[9..]).ok()?;
-        Some(Self { xid, id })
+        let (key, id) = decode(CHANGES_VERSION, cursor)?;
+        Some(Self {
+            xid: u64::from_be_bytes(key),
+            id,
+        })
     }
+}
+
+/// Where a page of `GET /api/tasks` ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl ListPosition {
+    pub fn encode(self) -> String {
+        let micros = self.created_at.timestamp_micros();
+        encode(LIST_VERSION, micros.to_be_bytes(), self.id)
+    }
+
+    /// Reads a list cursor this api handed out; `None` when it is not one.
+    pub fn decode(cursor: &str) -> Option<Self> {
+        let (key, id) = decode(LIST_VERSION, cursor)?;
+        let created_at = DateTime::from_timestamp_micros(i64::from_be_bytes(key))?;
+        Some(Self { created_at, id })
+    }
+}
+
+/// The `limit` query parameter of a paged read: `default` when absent or empty, else an
+/// integer from 1 to `max`. Read from text, so that a bad value gets a message naming it.
+pub fn page_limit(text: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit: must be an integer from 1 to {max}, got {text:?}"
+                ))
+            }),
+    }
+}
+
+fn encode(version: u8, key: [u8; 8], id: Uuid) -> String {
+    let mut bytes = Vec::with_capacity(BYTES);
+    bytes.push(version);
+    bytes.extend_from_slice(&key);
+    bytes.extend_from_slice(id.as_bytes());
+    bytes
+        .iter()
+        .fold(String::with_capacity(BYTES * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn decode(version: u8, cursor: &str) -> Option<([u8; 8], Uuid)> {
+    if cursor.len() != BYTES * 2 || !cursor.is_ascii() {
+        return None;
+    }
+    let bytes = (0..BYTES)
+        .map(|i| u8::from_str_radix(&cursor[2 * i..2 * i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    if bytes[0] != version {
+        return None;
+    }
+    let key = bytes[1..9].try_into().ok()?;
+    let id = Uuid::from_slice(&bytes[9..]).ok()?;
+    Some((key, id))
 }
 
 #[cfg(test)]
@@ -78,6 +140,19 @@ mod tests {
     }
 
     #[test]
+    fn a_list_position_survives_the_round_trip_to_the_microsecond() {
+        for micros in [0, 1_764_000_000_123_456, -86_400_000_001] {
+            let p = ListPosition {
+                created_at: DateTime::from_timestamp_micros(micros).unwrap(),
+                id: Uuid::new_v4(),
+            };
+            let cursor = p.encode();
+            assert_eq!(cursor.len(), 50);
+            assert_eq!(ListPosition::decode(&cursor), Some(p));
+        }
+    }
+
+    #[test]
     fn anything_else_is_not_a_cursor() {
         let good = Position::START.encode();
         for bad in [
@@ -90,5 +165,22 @@ mod tests {
         ] {
             assert_eq!(Position::decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cursor_of_one_read_is_refused_by_the_other() {
+        let feed = Position {
+            xid: 42,
+            id: Uuid::new_v4(),
+        }
+        .encode();
+        let list = ListPosition {
+            created_at: Utc::now(),
+            id: Uuid::new_v4(),
+        }
+        .encode();
+        assert_eq!(ListPosition::decode(&feed), None);
+        assert_eq!(Position::decode(&list), None);
+        assert_eq!(ListPosition::decode(""), None);
     }
 }

@@ -1,31 +1,125 @@
 //! All SQL of the api. It only reads: the worker is the only writer of tasks.
+//!
+//! Every paged read orders by real, indexed columns (never by a computed output column, which
+//! Postgres would pick first for a bare name in `ORDER BY`), fetches one row past the page to
+//! learn whether more follow, and stops collecting rows once [`PAGE_TEXT_BUDGET`] bytes of task
+//! text are held, so one response holds a bounded amount of memory whatever the rows hold.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool, PoolError};
+use futures_util::TryStreamExt;
 use tasksync_shared::{Task, model::TASK_COLUMNS};
+use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
-use crate::{cursor::Position, error::ApiError};
+use crate::{
+    cursor::{ListPosition, Position},
+    error::ApiError,
+};
 
-/// The caller's tasks in creation order; deleted ones only when asked.
+mod operations;
+
+pub use operations::{OperationRecord, find_operation};
+
+/// Task text (titles and descriptions, plus a fixed allowance per row for the other fields)
+/// one page may hold before it is cut short; the client then follows its cursor.
+pub const PAGE_TEXT_BUDGET: usize = 4 * 1024 * 1024;
+/// What a row's fields other than its title and description take, roughly, as JSON.
+const ROW_ALLOWANCE: usize = 320;
+
+/// A pooled connection. A database that does not exist (SQLSTATE 3D000: not created yet, or
+/// dropped) is "unavailable" like a server that does not answer: the sync-worker creates it.
+async fn connection(pool: &Pool) -> Result<Object, ApiError> {
+    pool.get().await.map_err(|e| match &e {
+        PoolError::Backend(pg) if pg.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            ApiError::Unavailable(
+                "database unavailable: postgres has no such database yet (the sync-worker \
+                 creates it at start)"
+                    .into(),
+            )
+        }
+        _ => e.into(),
+    })
+}
+
+/// Streams the rows of `sql` (which must fetch `limit + 1` rows) and keeps at most `limit`,
+/// fewer when [`PAGE_TEXT_BUDGET`] is reached. Returns them and whether more rows followed.
+async fn bounded_page(
+    client: &Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    limit: usize,
+) -> Result<(Vec<Row>, bool), ApiError> {
+    let stream = client
+        .query_raw(sql, params.iter().map(|p| *p as &dyn ToSql))
+        .await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    let mut held = 0;
+    while let Some(row) = stream.try_next().await? {
+        if rows.len() >= limit || held >= PAGE_TEXT_BUDGET {
+            // Dropping the stream lets the connection discard the rest.
+            return Ok((rows, true));
+        }
+        held += text_bytes(&row);
+        rows.push(row);
+    }
+    Ok((rows, false))
+}
+
+fn text_bytes(row: &Row) -> usize {
+    let len = |name: &str| {
+        row.try_get::<_, Option<&str>>(name)
+            .ok()
+            .flatten()
+            .map_or(0, str::len)
+    };
+    ROW_ALLOWANCE + len("title") + len("description")
+}
+
+fn fetch_count(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
+}
+
+/// One page of the caller's tasks in creation order `(created_at, id)` after `after` (from the
+/// start when `None`), deleted ones only when asked, and whether more follow. Served by the
+/// index `tasks_by_user (user_id, created_at, id) WHERE title IS NOT NULL`.
 pub async fn list_tasks(
     pool: &Pool,
     user: &str,
     include_deleted: bool,
-) -> Result<Vec<Task>, ApiError> {
-    let client = pool.get().await?;
+    after: Option<ListPosition>,
+    limit: usize,
+) -> Result<(Vec<Task>, bool), ApiError> {
+    let client = connection(pool).await?;
+    let fetch = fetch_count(limit);
+    let keyset = if after.is_some() {
+        "AND (tasks.created_at, tasks.id) > ($4, $5)"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks \
-         WHERE user_id = $1 AND title IS NOT NULL AND ($2 OR NOT is_deleted) \
-         ORDER BY created_at, id"
+         WHERE user_id = $1 AND title IS NOT NULL AND ($2 OR NOT is_deleted) {keyset} \
+         ORDER BY tasks.created_at, tasks.id \
+         LIMIT $3"
     );
-    let rows = client.query(&sql, &[&user, &include_deleted]).await?;
-    Ok(rows.iter().map(Task::from_row).collect::<Result<_, _>>()?)
+    let (rows, has_more) = match after {
+        Some(p) => {
+            let (created_at, id) = (p.created_at, p.id);
+            let params: [&(dyn ToSql + Sync); 5] =
+                [&user, &include_deleted, &fetch, &created_at, &id];
+            bounded_page(&client, &sql, &params, limit).await?
+        }
+        None => bounded_page(&client, &sql, &[&user, &include_deleted, &fetch], limit).await?,
+    };
+    let tasks = rows.iter().map(Task::from_row).collect::<Result<_, _>>()?;
+    Ok((tasks, has_more))
 }
 
 /// One of the caller's tasks, deleted or not; `None` when it does not exist for the caller.
 pub async fn find_task(pool: &Pool, user: &str, id: Uuid) -> Result<Option<Task>, ApiError> {
-    let client = pool.get().await?;
+    let client = connection(pool).await?;
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND title IS NOT NULL"
     );
@@ -40,18 +134,22 @@ pub struct SyncSummary {
     pub errored_tasks: i64,
 }
 
+/// Index-backed (migration V3): the latest sync is one step down `tasks_by_last_sync`, and the
+/// count visits only the caller's tasks in error through the partial index `tasks_in_error`,
+/// so the cost does not grow with the caller's other tasks.
 pub async fn sync_summary(pool: &Pool, user: &str) -> Result<SyncSummary, ApiError> {
-    let client = pool.get().await?;
+    let client = connection(pool).await?;
     let row = client
         .query_one(
-            "SELECT (SELECT max(last_synced_at) FROM tasks WHERE user_id = $1), \
-                    (SELECT count(*) FROM tasks WHERE user_id = $1 AND sync_status = 'error')",
+            "SELECT (SELECT max(last_synced_at) FROM tasks WHERE user_id = $1) AS last_sync, \
+                    (SELECT count(*) FROM tasks WHERE user_id = $1 AND sync_status = 'error') \
+                      AS errored",
             &[&user],
         )
         .await?;
     Ok(SyncSummary {
-        last_sync: row.try_get(0)?,
-        errored_tasks: row.try_get(1)?,
+        last_sync: row.try_get("last_sync")?,
+        errored_tasks: row.try_get("errored")?,
     })
 }
 
@@ -76,33 +174,34 @@ pub async fn database_ready(pool: &Pool) -> Result<(), String> {
 /// served: every transaction below that horizon has ended, so no transaction still running
 /// can later commit a change that sorts before what this page hands out. A transaction that
 /// stays open only delays the rows after it; it never makes the feed skip them.
+///
+/// The order is the `xid8` column itself (`tasks.change_xid`), the one the cursor condition
+/// compares and the index `tasks_changes (user_id, change_xid, id)` holds; the position goes
+/// out as text under another name. Sorting by the text would put 10000 before 9999 and page
+/// past changes for good.
 pub async fn changes_after(
     pool: &Pool,
     user: &str,
     after: Position,
     limit: usize,
 ) -> Result<(Vec<(Position, Task)>, bool), ApiError> {
-    let client = pool.get().await?;
+    let client = connection(pool).await?;
     let sql = format!(
-        "SELECT {TASK_COLUMNS}, change_xid::text FROM tasks \
+        "SELECT {TASK_COLUMNS}, change_xid::text AS change_position FROM tasks \
          WHERE user_id = $1 AND title IS NOT NULL \
            AND change_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot())) \
            AND (change_xid, id) > ($2::text::xid8, $3) \
-         ORDER BY change_xid, id \
+         ORDER BY tasks.change_xid, tasks.id \
          LIMIT $4"
     );
-    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let rows = client
-        .query(&sql, &[&user, &after.xid.to_string(), &after.id, &fetch])
-        .await?;
-    let has_more = rows.len() > limit;
-    let column = TASK_COLUMNS.split(',').count();
+    let xid = after.xid.to_string();
+    let params: [&(dyn ToSql + Sync); 4] = [&user, &xid, &after.id, &fetch_count(limit)];
+    let (rows, has_more) = bounded_page(&client, &sql, &params, limit).await?;
     let page = rows
         .iter()
-        .take(limit)
         .map(|row| {
             let task = Task::from_row(row)?;
-            let xid: &str = row.try_get(column)?;
+            let xid: &str = row.try_get("change_position")?;
             let xid = xid
                 .parse()
                 .map_err(|e| ApiError::Internal(anyhow::anyhow!("change_xid {xid:?}: {e}")))?;
@@ -110,86 +209,4 @@ pub async fn changes_after(
         })
         .collect::<Result<_, ApiError>>()?;
     Ok((page, has_more))
-}
-
-/// One operation as the operation log (or, while it is retried, its failure record) knows it.
-#[derive(Debug)]
-pub struct OperationRecord {
-    pub op_id: Uuid,
-    pub task_id: Uuid,
-    pub kind: String,
-    /// `success`, `conflict`, `error`, or `pending` while it is being retried.
-    pub status: String,
-    pub attempts: i32,
-    pub last_error: Option<String>,
-    pub client_ts: Option<DateTime<Utc>>,
-    pub received_at: Option<DateTime<Utc>>,
-    pub decided_at: Option<DateTime<Utc>>,
-    pub first_failed_at: Option<DateTime<Utc>>,
-    pub last_failed_at: Option<DateTime<Utc>>,
-}
-
-/// The caller's operation `op_id`: from the log once decided, else from its failure record
-/// while the worker retries it; `None` when neither knows it (still queued, or never
-/// accepted).
-pub async fn find_operation(
-    pool: &Pool,
-    user: &str,
-    op_id: Uuid,
-) -> Result<Option<OperationRecord>, ApiError> {
-    let client = pool.get().await?;
-    let decided = client
-        .query_opt(
-            "SELECT op_id, task_id, kind, outcome, attempts, last_error, client_ts, received_at, \
-                    decided_at, first_failed_at, last_failed_at \
-             FROM operations WHERE op_id = $1 AND user_id = $2",
-            &[&op_id, &user],
-        )
-        .await?;
-    if let Some(row) = decided {
-        return Ok(Some(OperationRecord {
-            op_id: row.try_get(0)?,
-            task_id: row.try_get(1)?,
-            kind: row.try_get(2)?,
-            status: row.try_get(3)?,
-            attempts: row.try_get(4)?,
-            last_error: row.try_get(5)?,
-            client_ts: row.try_get(6)?,
-            received_at: row.try_get(7)?,
-            decided_at: row.try_get(8)?,
-            first_failed_at: row.try_get(9)?,
-            last_failed_at: row.try_get(10)?,
-        }));
-    }
-    // Not decided: a failure record that is not final means the worker is still retrying it.
-    let failing = client
-        .query_opt(
-            "SELECT op_id, task_id, kind, state, attempts, last_error, first_failed_at, \
-                    last_failed_at \
-             FROM operation_failures WHERE op_id = $1 AND user_id = $2 \
-             ORDER BY last_failed_at DESC LIMIT 1",
-            &[&op_id, &user],
-        )
-        .await?;
-    let Some(row) = failing else {
-        return Ok(None);
-    };
-    let state: &str = row.try_get(3)?;
-    Ok(Some(OperationRecord {
-        op_id: row.try_get(0)?,
-        task_id: row.try_get::<_, Option<Uuid>>(1)?.unwrap_or_default(),
-        kind: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
-        status: match state {
-            "retrying" | "replayed" => "pending",
-            _ => "error",
-        }
-        .into(),
-        attempts: row.try_get(4)?,
-        last_error: row.try_get(5)?,
-        client_ts: None,
-        received_at: None,
-        decided_at: None,
-        first_failed_at: row.try_get(6)?,
-        last_failed_at: row.try_get(7)?,
-    }))
 }

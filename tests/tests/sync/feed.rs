@@ -53,9 +53,9 @@ async fn naive_page(pool: &Pool, cursor: &mut (String, Uuid)) -> Vec<(Uuid, Stri
     let client = pool.get().await.unwrap();
     let rows = client
         .query(
-            "SELECT id, title, change_xid::text FROM tasks \
+            "SELECT id, title, change_xid::text AS position FROM tasks \
              WHERE title IS NOT NULL AND (change_xid, id) > ($1::text::xid8, $2) \
-             ORDER BY change_xid, id LIMIT 1000",
+             ORDER BY tasks.change_xid, tasks.id LIMIT 1000",
             &[&cursor.0, &cursor.1],
         )
         .await
@@ -136,10 +136,19 @@ async fn the_feed_pages_every_change_in_a_stable_order_with_tombstones() {
     assert_eq!(next["changes"].as_array().unwrap().len(), 1);
     assert_eq!(next["changes"][0]["id"], ids[0].to_string());
     assert_eq!(next["changes"][0]["completed"], true);
+}
 
+#[tokio::test]
+async fn bad_feed_parameters_are_400_naming_them() {
+    let stack = TestStack::start().await;
     for (query, name) in [
         ("since=abc", "since"),
         ("since=0a1b2c", "since"),
+        // A task-list cursor (version 2) is not a feed cursor.
+        (
+            "since=02000000000000000000000000000000000000000000000000",
+            "since",
+        ),
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("limit=-3", "limit"),
@@ -201,6 +210,57 @@ async fn the_feed_never_skips_a_change_that_commits_after_a_later_one() {
     assert_eq!(device.tasks, stack.server_tasks().await);
 }
 
+/// Commits the held transaction `a` once ten writer commits and then three reader pages went
+/// by after it was opened.
+async fn commit_after(
+    a: Object,
+    mut commits: watch::Receiver<u64>,
+    mut pages: watch::Receiver<u64>,
+) {
+    let c = *commits.borrow_and_update();
+    tokio::time::timeout(PATIENCE, commits.wait_for(|n| *n >= c + 10))
+        .await
+        .expect("writers stalled")
+        .unwrap();
+    let p = *pages.borrow_and_update();
+    tokio::time::timeout(PATIENCE, pages.wait_for(|n| *n >= p + 3))
+        .await
+        .expect("reader stalled")
+        .unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+}
+
+/// Writer `w`: fifteen batches of random deletes, completions and retitles of `tasks`, each
+/// counted in `commits` once committed.
+async fn write_rounds(w: u64, pool: Pool, tasks: Vec<Uuid>, commits: Arc<watch::Sender<u64>>) {
+    let mut x = w * 7919 + 17;
+    let mut next = |n: u64| {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (x >> 33) % n
+    };
+    for round in 0..15 {
+        let batch: Vec<Operation> = (0..1 + next(4))
+            .map(|_| {
+                let task = tasks[next(tasks.len() as u64) as usize];
+                match next(4) {
+                    0 => op(task, OpKind::Delete, OperationFields::default()),
+                    1 => op(
+                        task,
+                        OpKind::Update,
+                        OperationFields {
+                            completed: Some(round % 2 == 0),
+                            ..Default::default()
+                        },
+                    ),
+                    _ => op(task, OpKind::Update, title(&format!("w{w} r{round}"))),
+                }
+            })
+            .collect();
+        apply_first_attempts(&pool, &batch).await.unwrap();
+        commits.send_modify(|n| *n += 1);
+    }
+}
+
 #[tokio::test]
 async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_of_every_task() {
     let stack = TestStack::start().await;
@@ -221,53 +281,15 @@ async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_o
 
     // One transaction stays open while others commit after it and the reader pages past them.
     let a = hold_a_change(&pool, held, "held v2").await;
-    let holder = {
-        let (mut commits, mut pages) = (commits.subscribe(), pages.subscribe());
-        tokio::spawn(async move {
-            let c = *commits.borrow_and_update();
-            tokio::time::timeout(PATIENCE, commits.wait_for(|n| *n >= c + 10))
-                .await
-                .expect("writers stalled")
-                .unwrap();
-            let p = *pages.borrow_and_update();
-            tokio::time::timeout(PATIENCE, pages.wait_for(|n| *n >= p + 3))
-                .await
-                .expect("reader stalled")
-                .unwrap();
-            a.batch_execute("COMMIT").await.unwrap();
-        })
-    };
+    let holder = tokio::spawn(commit_after(a, commits.subscribe(), pages.subscribe()));
     let writers: Vec<_> = (0..6u64)
         .map(|w| {
-            let (pool, tasks, commits) = (pool.clone(), tasks.clone(), commits.clone());
-            tokio::spawn(async move {
-                let mut x = w * 7919 + 17;
-                let mut next = |n: u64| {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    (x >> 33) % n
-                };
-                for round in 0..15 {
-                    let batch: Vec<Operation> = (0..1 + next(4))
-                        .map(|_| {
-                            let task = tasks[next(tasks.len() as u64) as usize];
-                            match next(4) {
-                                0 => op(task, OpKind::Delete, OperationFields::default()),
-                                1 => op(
-                                    task,
-                                    OpKind::Update,
-                                    OperationFields {
-                                        completed: Some(round % 2 == 0),
-                                        ..Default::default()
-                                    },
-                                ),
-                                _ => op(task, OpKind::Update, title(&format!("w{w} r{round}"))),
-                            }
-                        })
-                        .collect();
-                    apply_first_attempts(&pool, &batch).await.unwrap();
-                    commits.send_modify(|n| *n += 1);
-                }
-            })
+            tokio::spawn(write_rounds(
+                w,
+                pool.clone(),
+                tasks.clone(),
+                commits.clone(),
+            ))
         })
         .collect();
     let all_done = {
@@ -322,4 +344,74 @@ async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_o
         naive[&held], "held v1",
         "a naive cursor misses the change that committed late (the trap this test guards)"
     );
+}
+
+/// Makes the cluster's transaction ids pass `xid` (one committed transaction per id), so that
+/// positions below it are under every snapshot's horizon.
+async fn advance_transaction_ids_past(pool: &Pool, xid: u64) {
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN \
+               WHILE pg_current_xact_id() <= '{xid}'::xid8 LOOP COMMIT; END LOOP; \
+             END $$"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Pages the whole feed with `limit` and returns the task ids in the order served.
+async fn page_through(stack: &TestStack, limit: usize) -> Vec<String> {
+    let (mut served, mut cursor) = (Vec::new(), String::new());
+    for _ in 0..10 {
+        let page = stack.changes(&cursor, Some(limit)).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let changes = page.body["changes"].as_array().unwrap();
+        served.extend(
+            changes
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+        if !page.body["has_more"].as_bool().unwrap() {
+            return served;
+        }
+    }
+    panic!("the feed did not end: {served:?}");
+}
+
+/// 9999 < 10000 < 10001 as positions, but "10000" < "10001" < "9999" as text: a feed that sorts
+/// the text while its cursor compares numbers serves 10000 and 10001 first, moves its cursor
+/// past 9999, and never serves it.
+#[tokio::test]
+async fn paging_across_positions_whose_text_sorts_differently_serves_every_change_once() {
+    let stack = TestStack::start().await;
+    let pool = db::pool(&stack.settings.database_url, 2).unwrap();
+    advance_transaction_ids_past(&pool, 10_100).await;
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let creates: Vec<Operation> = ids
+        .iter()
+        .map(|id| op(*id, OpKind::Create, title("t")))
+        .collect();
+    apply_first_attempts(&pool, &creates).await.unwrap();
+    let client = pool.get().await.unwrap();
+    for (id, position) in ids.iter().zip(["9999", "10000", "10001"]) {
+        client
+            .execute(
+                "UPDATE tasks SET change_xid = $2::text::xid8 WHERE id = $1",
+                &[id, &position],
+            )
+            .await
+            .unwrap();
+    }
+    stack.feed_caught_up().await;
+
+    let expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    for limit in [1, 2, 3] {
+        assert_eq!(
+            page_through(&stack, limit).await,
+            expected,
+            "limit {limit}: every change once, in position order"
+        );
+    }
 }

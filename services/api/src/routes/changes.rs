@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tasksync_shared::Task;
 
 use crate::{
-    cursor::Position,
+    cursor::{Position, page_limit},
     error::ApiError,
     extract::{ApiQuery, CurrentUser},
     state::AppState,
@@ -51,18 +51,7 @@ pub async fn changes(
     let after = Position::decode(since.trim()).ok_or_else(|| {
         ApiError::BadRequest("since: not a cursor from this api (use next_cursor)".into())
     })?;
-    let limit = match query.limit.as_deref().map(str::trim) {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "limit: must be an integer from 1 to {MAX_LIMIT}, got {text:?}"
-                ))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let (page, has_more) = state
         .db_round(storage::changes_after(&state.db, &user, after, limit))
         .await?;

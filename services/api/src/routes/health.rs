@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use axum::{
     Json,
-    extract::State,
-    http::{StatusCode, Uri},
+    extract::{OriginalUri, State},
+    http::StatusCode,
     response::IntoResponse,
 };
 use chrono::Utc;
@@ -17,7 +17,12 @@ pub async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok", "timestamp": Utc::now() }))
 }
 
-pub async fn ready(State(state): State<AppState>, uri: Uri) -> impl IntoResponse {
+/// The error fields name the request's own path: inside the nested `/api` router a plain `Uri`
+/// would say `/ready`, hence `OriginalUri`.
+pub async fn ready(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+) -> impl IntoResponse {
     let database = tokio::time::timeout(Duration::from_secs(3), storage::database_ready(&state.db))
         .await
         .unwrap_or_else(|_| Err("timed out".into()));

@@ -4,6 +4,10 @@
 //! Decided operations come from the operation log; one the worker is still retrying comes from
 //! its failure record as `pending` with its attempts and last error. An op id neither knows is
 //! 404: still waiting in the queue, or never accepted.
+//!
+//! `last_error` is client-safe: a rejection's reason as the worker gave it, or, for an
+//! operation whose attempts failed, how many failed and what kind of failure it was. The
+//! database's own words stay in the failure record for operators (`taskctl dlq show`).
 
 use axum::{
     Json,
@@ -14,7 +18,12 @@ use serde::Serialize;
 use tasksync_shared::Task;
 use uuid::Uuid;
 
-use crate::{error::ApiError, extract::CurrentUser, state::AppState, storage};
+use crate::{
+    error::ApiError,
+    extract::CurrentUser,
+    state::AppState,
+    storage::{self, OperationRecord},
+};
 
 #[derive(Debug, Serialize)]
 pub struct OperationStatus {
@@ -56,13 +65,14 @@ pub async fn operation(
     let task = state
         .db_round(storage::find_task(&state.db, &user, record.task_id))
         .await?;
+    let last_error = client_error(&record);
     Ok(Json(OperationStatus {
         op_id: record.op_id,
         task_id: record.task_id,
         operation: record.kind,
         status: record.status,
         attempts: record.attempts,
-        last_error: record.last_error,
+        last_error,
         client_timestamp: record.client_ts,
         received_at: record.received_at,
         decided_at: record.decided_at,
@@ -71,4 +81,81 @@ pub async fn operation(
         resolved_data: task,
         server_time: Utc::now(),
     }))
+}
+
+/// What a client may read of an operation's last error. A rejection's reason (an invalid
+/// field, an unknown task) was written for the client; a failed attempt's text comes from the
+/// database or the worker's internals and is summarised instead.
+fn client_error(record: &OperationRecord) -> Option<String> {
+    let raw = record.last_error.as_deref()?;
+    if !record.failed_an_attempt() {
+        return Some(raw.to_string());
+    }
+    let kind = failure_kind(raw);
+    let attempts = record.attempts;
+    Some(if record.status == "pending" {
+        format!("attempt {attempts} failed ({kind}); the worker retries it")
+    } else {
+        format!(
+            "the operation could not be applied after {attempts} attempts ({kind}); it is \
+             kept for operators under its op id"
+        )
+    })
+}
+
+/// The kind of a recorded failure, from the prefixes the worker's errors carry.
+fn failure_kind(raw: &str) -> &'static str {
+    let raw = raw.to_ascii_lowercase();
+    if raw.contains("database rejected") {
+        "the database refused its data"
+    } else if raw.contains("database unavailable") || raw.contains("timed out") {
+        "the database was unavailable"
+    } else if raw.contains("malformed") || raw.contains("schema version") {
+        "the message could not be read"
+    } else {
+        "an internal error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: &str, attempts: i32, error: &str, failed: bool) -> OperationRecord {
+        OperationRecord {
+            op_id: Uuid::nil(),
+            task_id: Uuid::nil(),
+            kind: "create".into(),
+            status: status.into(),
+            attempts,
+            last_error: Some(error.into()),
+            client_ts: None,
+            received_at: None,
+            decided_at: None,
+            first_failed_at: failed.then(Utc::now),
+            last_failed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_rejection_keeps_its_reason_and_a_failure_hides_the_database_text() {
+        let rejected = record("error", 1, "title: must not be blank", false);
+        assert_eq!(
+            client_error(&rejected).as_deref(),
+            Some("title: must not be blank")
+        );
+        let raw = "failed 4 attempts; last error: database rejected the batch: invalid byte \
+                   sequence for encoding \"UTF8\": 0x00";
+        let parked = client_error(&record("error", 4, raw, true)).unwrap();
+        assert_eq!(
+            parked,
+            "the operation could not be applied after 4 attempts (the database refused its \
+             data); it is kept for operators under its op id"
+        );
+        let retrying = client_error(&record("pending", 2, "database unavailable: x", true));
+        assert_eq!(
+            retrying.as_deref(),
+            Some("attempt 2 failed (the database was unavailable); the worker retries it")
+        );
+    }
 }

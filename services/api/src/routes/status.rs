@@ -4,6 +4,10 @@
 //! holds ready: the work queue plus the delay queues of operations waiting for a retry (those a
 //! worker holds unacknowledged are not in the broker's ready count). `null` means unknown: the
 //! dependency did not answer.
+//!
+//! Cheap whatever the caller does: queue depths come from the broker module's sampler (one
+//! channel, one sample a second shared by every caller), the sync figures from two index
+//! lookups (`storage::sync_summary`).
 
 use std::time::Duration;
 
@@ -15,30 +19,25 @@ use crate::{extract::CurrentUser, state::AppState, storage};
 
 pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Json<Value> {
     let topology = state.broker.topology();
+    // Bounded twice: the sampler answers within its own wait, and this caps the wait for it.
     let depths = tokio::time::timeout(Duration::from_secs(3), state.broker.queue_depths())
         .await
         .ok()
-        .and_then(Result::ok);
-    let depth_of = |name: String| {
-        depths.as_ref().and_then(|d| {
-            d.iter()
-                .find(|(n, _, _)| *n == name)
-                .map(|(_, count, _)| *count)
-        })
+        .flatten();
+    let queue = |name: String| {
+        depths
+            .as_ref()
+            .and_then(|d| d.iter().find(|q| q.name == name).cloned())
     };
-    let sync_queue_size = depth_of(topology.work_queue());
+    let sync_queue_size = queue(topology.work_queue()).map(|q| q.ready);
     let retry_queue_size = topology
         .retry_queues()
         .into_iter()
-        .map(depth_of)
+        .map(|name| queue(name).map(|q| q.ready))
         .sum::<Option<u32>>();
     let pending_sync_count = sync_queue_size.zip(retry_queue_size).map(|(w, r)| w + r);
-    let dead_letter_count = depth_of(topology.parking_queue());
-    let workers = depths.as_ref().and_then(|d| {
-        d.iter()
-            .find(|(n, _, _)| *n == topology.work_queue())
-            .map(|(_, _, consumers)| *consumers)
-    });
+    let dead_letter_count = queue(topology.parking_queue()).map(|q| q.ready);
+    let workers = queue(topology.work_queue()).map(|q| q.consumers);
     let summary = tokio::time::timeout(
         Duration::from_secs(3),
         storage::sync_summary(&state.db, &user),

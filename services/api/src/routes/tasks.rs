@@ -21,29 +21,79 @@ use uuid::Uuid;
 
 use crate::{
     broker::{PublishError, Submitted},
+    cursor::{ListPosition, page_limit},
     error::ApiError,
     extract::{ApiJson, ApiQuery, CurrentUser, TaskId},
     state::AppState,
     storage,
 };
 
+/// Most tasks one `GET /api/tasks` answers, and the page size when `limit` is absent: a plain
+/// call (the seed's) gets the whole list up to this many, and a `Link` to the rest beyond it.
+pub const LIST_MAX_LIMIT: usize = 1_000;
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
     #[serde(default)]
     include_deleted: bool,
+    // Read as text so that a bad value gets our message naming the parameter.
+    limit: Option<String>,
+    after: Option<String>,
 }
 
+/// The caller's tasks in creation order, one page of at most `limit` (default and maximum
+/// [`LIST_MAX_LIMIT`]) after the cursor `after`. The body stays the plain JSON array of the
+/// unpaginated api; when more tasks follow, `Link: <…>; rel="next"` (RFC 8288) and
+/// `X-Next-Cursor` say where the next page starts. A page may also end early once it holds
+/// [`storage::PAGE_TEXT_BUDGET`] bytes of task text.
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<Task>>, ApiError> {
-    Ok(Json(
-        state
-            .db_round(storage::list_tasks(&state.db, &user, query.include_deleted))
-            .await?,
-    ))
+) -> Result<Response, ApiError> {
+    let limit = page_limit(query.limit.as_deref(), LIST_MAX_LIMIT, LIST_MAX_LIMIT)?;
+    let after = match query.after.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(ListPosition::decode(text).ok_or_else(|| {
+            ApiError::BadRequest("after: not a cursor from this api (use X-Next-Cursor)".into())
+        })?),
+    };
+    let (tasks, has_more) = state
+        .db_round(storage::list_tasks(
+            &state.db,
+            &user,
+            query.include_deleted,
+            after,
+            limit,
+        ))
+        .await?;
+    let next = tasks.last().filter(|_| has_more).map(|last| {
+        ListPosition {
+            created_at: last.created_at,
+            id: last.id,
+        }
+        .encode()
+    });
+    let mut response = Json(tasks).into_response();
+    if let Some(cursor) = next {
+        let deleted = if query.include_deleted {
+            "&include_deleted=true"
+        } else {
+            ""
+        };
+        let link = format!("</api/tasks?limit={limit}&after={cursor}{deleted}>; rel=\"next\"");
+        let headers = response.headers_mut();
+        for (name, value) in [(header::LINK, link), (NEXT_CURSOR, cursor)] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    Ok(response)
 }
+
+/// The header that carries the list's next cursor on its own.
+const NEXT_CURSOR: header::HeaderName = header::HeaderName::from_static("x-next-cursor");
 
 pub async fn get_one(
     State(state): State<AppState>,
