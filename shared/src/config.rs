@@ -344,7 +344,10 @@ mod tests {
             "WORKER_BATCH_SIZE"
         );
         assert_eq!(from(&[("HOST", "local host")]).unwrap_err().name, "HOST");
-        assert_eq!(from(&[("AMQP_URL", "garbage")]).unwrap_err().name, "AMQP_URL");
+        assert_eq!(
+            from(&[("AMQP_URL", "garbage")]).unwrap_err().name,
+            "AMQP_URL"
+        );
         assert_eq!(
             from(&[("DATABASE_URL", "garbage")]).unwrap_err().name,
             "DATABASE_URL"
@@ -364,7 +367,13 @@ mod tests {
 
     #[test]
     fn host_names_and_addresses_are_accepted() {
-        for host in ["0.0.0.0", "::", "::1", "localhost", "api-1.internal.example"] {
+        for host in [
+            "0.0.0.0",
+            "::",
+            "::1",
+            "localhost",
+            "api-1.internal.example",
+        ] {
             assert_eq!(from(&[("HOST", host)]).unwrap().host, host);
         }
         for host in ["", "a b", "-x", "a..b", "http://x"] {
@@ -375,16 +384,28 @@ mod tests {
     #[test]
     fn printed_settings_never_show_a_password() {
         let s = from(&[
-            ("DATABASE_URL", "postgres://tasks:pg-S3cret@db:5432/tasksync"),
+            (
+                "DATABASE_URL",
+                "postgres://tasks:pg-S3cret@db:5432/tasksync",
+            ),
             ("AMQP_URL", "amqp://tasks:mq-S3cret@rabbit:5672/%2f"),
         ])
         .unwrap();
         let printed = format!("{s:?} {s:#?}");
         assert!(!printed.contains("pg-S3cret"), "{printed}");
         assert!(!printed.contains("mq-S3cret"), "{printed}");
-        assert!(printed.contains("postgres://tasks:***@db:5432/tasksync"), "{printed}");
-        assert!(printed.contains("amqp://tasks:***@rabbit:5672/%2f"), "{printed}");
+        assert!(
+            printed.contains("postgres://tasks:***@db:5432/tasksync"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("amqp://tasks:***@rabbit:5672/%2f"),
+            "{printed}"
+        );
         // The real values still reach the connecting code.
-        assert_eq!(s.amqp_url.expose(), "amqp://tasks:mq-S3cret@rabbit:5672/%2f");
+        assert_eq!(
+            s.amqp_url.expose(),
+            "amqp://tasks:mq-S3cret@rabbit:5672/%2f"
+        );
     }
 }

@@ -122,7 +122,7 @@ impl Broker {
     pub fn new(settings: &Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                url: settings.amqp_url.clone(),
+                url: settings.amqp_url.expose().to_string(),
                 topology: Topology::from_settings(settings),
                 publish_timeout: settings.publish_timeout,
                 link: RwLock::new(None),

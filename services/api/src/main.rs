@@ -1,7 +1,10 @@
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tasksync_shared::{Settings, shutdown::shutdown_signal, telemetry};
+use tasksync_shared::{
+    Settings, shutdown::shutdown_signal_with_deadline, startup::run_checked, telemetry,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The Task Sync HTTP api. Configured by environment variables (see .env.example).
@@ -26,11 +29,17 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            telemetry::init(settings.log_format);
-            api::Application::build(settings)
-                .await?
-                .run_until_stopped(shutdown_signal())
-                .await
+            telemetry::init(settings.log_format)?;
+            let (host, port) = (settings.host.clone(), settings.port);
+            let deadline = settings.shutdown_timeout;
+            let serve = async {
+                api::Application::build(settings.clone())
+                    .await
+                    .with_context(|| format!("cannot start the api on HOST={host} PORT={port}"))?
+                    .run_until_stopped(shutdown_signal_with_deadline(deadline))
+                    .await
+            };
+            run_checked(&settings, "tasksync-api-login-check", serve).await
         }
         Command::Healthcheck => healthcheck(settings.port).await,
     }

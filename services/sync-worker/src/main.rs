@@ -1,5 +1,7 @@
 use clap::{Parser, Subcommand};
-use tasksync_shared::{Settings, db, shutdown::shutdown_signal, telemetry};
+use tasksync_shared::{
+    Settings, db, shutdown::shutdown_signal_with_deadline, startup::run_checked, telemetry,
+};
 
 /// Applies task operations from RabbitMQ to Postgres. Configured by environment variables
 /// (see .env.example).
@@ -25,9 +27,13 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
+    telemetry::init(settings.log_format)?;
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => sync_worker::run(settings, shutdown_signal()).await,
+        Command::Run => {
+            let shutdown = shutdown_signal_with_deadline(settings.shutdown_timeout);
+            let work = sync_worker::run(settings.clone(), shutdown);
+            run_checked(&settings, "tasksync-sync-worker-login-check", work).await
+        }
         Command::Migrate => Ok(db::migrate(&settings.database_url).await?),
         Command::Healthcheck => sync_worker::healthcheck(&settings).await,
     }

@@ -1,9 +1,12 @@
 //! Connection strings that may carry a password.
 //!
-//! [`SecretUrl`] shows itself (`Debug`, `Display`, and so `to_string()` and every log field)
-//! with the password replaced by `***`, so a `Settings`, an `AppState` or an error that formats
-//! one cannot leak it. Connecting code reads the real string through [`SecretUrl::expose`] (or
-//! `Deref` to `str`, which is what `&settings.database_url` as a `&str` argument uses).
+//! [`SecretUrl`] shows itself (`Debug`, so `{:?}` and `?field` in logs) with the password
+//! replaced by `***`, so a `Settings`, an `AppState` or an error that formats one cannot leak
+//! it; [`SecretUrl::redacted`] gives that text for messages. Connecting code reads the real
+//! string through [`SecretUrl::expose`] (or `Deref` to `str`, which is what
+//! `&settings.database_url` as a `&str` argument uses). There is deliberately no `Display`:
+//! with one, `url.to_string()` would quietly be the masked text, and a connection made with it
+//! would fail on a password of `***`.
 
 use std::{ffi::OsStr, fmt, ops::Deref};
 
@@ -33,12 +36,6 @@ impl SecretUrl {
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.redacted(), f)
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
     }
 }
 
@@ -215,21 +212,19 @@ mod tests {
             redact("host=h user=u password = 'a b\\' c' dbname=d"),
             "host=h user=u password=*** dbname=d"
         );
-        assert_eq!(
-            redact("password=x\\ y dbname=d"),
-            "password=*** dbname=d"
-        );
+        assert_eq!(redact("password=x\\ y dbname=d"), "password=*** dbname=d");
         assert_eq!(redact("mypassword=keep"), "mypassword=keep");
     }
 
     #[test]
-    fn debug_and_display_are_redacted() {
+    fn debug_is_redacted_and_the_real_value_is_reachable() {
         let url = SecretUrl::from("amqp://guest:s3cret@rabbit/%2f");
-        assert_eq!(format!("{url}"), "amqp://guest:***@rabbit/%2f");
         assert_eq!(format!("{url:?}"), "\"amqp://guest:***@rabbit/%2f\"");
-        assert_eq!(url.to_string(), "amqp://guest:***@rabbit/%2f");
+        assert_eq!(url.redacted(), "amqp://guest:***@rabbit/%2f");
         assert_eq!(url.expose(), "amqp://guest:s3cret@rabbit/%2f");
         assert_eq!(&*url, "amqp://guest:s3cret@rabbit/%2f");
+        // Through Deref, to_string() is the real value, never the masked text.
+        assert_eq!(url.to_string(), "amqp://guest:s3cret@rabbit/%2f");
     }
 
     proptest! {
@@ -248,7 +243,7 @@ mod tests {
                 format!("host=db user=u password='{quoted}' dbname=tasks"),
                 format!("postgres://db/tasks?password={encoded}"),
             ] {
-                let printed = format!("{:?} {}", SecretUrl::from(url.as_str()), SecretUrl::from(url.as_str()));
+                let printed = format!("{:?}", SecretUrl::from(url.as_str()));
                 prop_assert!(!printed.contains(&password), "{printed}");
                 prop_assert!(!printed.contains(&encoded), "{printed}");
             }

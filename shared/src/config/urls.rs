@@ -52,7 +52,9 @@ pub(super) fn amqp_url(value: String) -> Result<SecretUrl, ConfigError> {
     let parsed = url::Url::parse(&url).map_err(|e| invalid(e.to_string()))?;
     let uri = AMQPUri::from_str(&url).map_err(invalid)?;
     if uri.scheme == AMQPScheme::AMQPS {
-        return Err(invalid("amqps:// needs TLS, which this build does not include".into()));
+        return Err(invalid(
+            "amqps:// needs TLS, which this build does not include".into(),
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("names no host".into()));
