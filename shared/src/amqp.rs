@@ -29,7 +29,7 @@ pub enum ConnectError {
     #[error("AMQP_URL is not a usable AMQP URL: {0}")]
     Url(String),
     /// Wrong credentials, or a virtual host that does not exist or is not allowed.
-    #[error("the broker refused the login (AMQP_URL): {0}")]
+    #[error("AMQP_URL: login refused by the broker: {0}")]
     Refused(String),
     #[error("the broker did not complete the connection within {0:?}")]
     Timeout(Duration),

@@ -18,7 +18,7 @@ mod embedded {
 }
 
 /// Advisory lock key held while migrating, so concurrent workers migrate one at a time.
-const MIGRATION_LOCK: i64 = 0x7461_736b_7379_6e63; // "tasksync"
+pub const MIGRATION_LOCK: i64 = 0x7461_736b_7379_6e63; // "tasksync"
 
 /// How long a migrator waits for another one holding the migration lock.
 pub const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -38,7 +38,7 @@ pub enum DbSetupError {
     NoDatabaseName,
     #[error("could not build the connection pool: {0}")]
     Pool(#[from] deadpool_postgres::BuildError),
-    #[error("postgres at {target}: {source}")]
+    #[error("postgres at {target}: {}", describe(source))]
     Postgres {
         target: String,
         source: tokio_postgres::Error,
@@ -297,6 +297,22 @@ fn login_refused(error: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// An error and its causes on one line. tokio-postgres shows only its kind ("db error"); the
+/// server's message ("password authentication failed ...") is in the causes.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 /// Why the database is not ready for the services.
 #[derive(Debug, thiserror::Error)]
 pub enum NotReady {
@@ -311,7 +327,7 @@ pub enum NotReady {
 /// services need is there (the worker creates it at start). Used by the api's readiness check
 /// and its wait at start, and by the worker's health check.
 pub async fn database_ready(pool: &Pool) -> Result<(), NotReady> {
-    let unreachable = |e: &dyn std::fmt::Display| NotReady::Unreachable(e.to_string());
+    let unreachable = |e: &dyn std::error::Error| NotReady::Unreachable(describe(e));
     let client = pool.get().await.map_err(|e| unreachable(&e))?;
     let row = client
         .query_one("SELECT to_regclass('public.operations') IS NOT NULL", &[])

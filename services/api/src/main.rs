@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::{io::Write, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -23,8 +23,20 @@ enum Command {
     Healthcheck,
 }
 
+/// Runs, and on failure prints the error with its causes on one line to stderr (no backtrace:
+/// these are configuration and connection errors, for an operator) and exits 1.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {

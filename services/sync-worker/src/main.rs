@@ -1,3 +1,5 @@
+use std::{io::Write, process::ExitCode};
+
 use clap::{Parser, Subcommand};
 use tasksync_shared::{
     Settings, db, shutdown::shutdown_signal_with_deadline, startup::run_checked, telemetry,
@@ -23,8 +25,20 @@ enum Command {
     Healthcheck,
 }
 
+/// Runs, and on failure prints the error with its causes on one line to stderr (no backtrace:
+/// these are configuration and connection errors, for an operator) and exits 1.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format)?;
