@@ -43,12 +43,13 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve => {
             telemetry::init(settings.log_format)?;
             let (host, port) = (settings.host.clone(), settings.port);
-            let deadline = settings.shutdown_timeout;
+            // Listening for signals from here on, before anything slow.
+            let shutdown = shutdown_signal_with_deadline(settings.shutdown_timeout);
             let serve = async {
                 api::Application::build(settings.clone())
                     .await
                     .with_context(|| format!("cannot start the api on HOST={host} PORT={port}"))?
-                    .run_until_stopped(shutdown_signal_with_deadline(deadline))
+                    .run_until_stopped(shutdown)
                     .await
             };
             run_checked(&settings, "tasksync-api-login-check", serve).await

@@ -44,6 +44,7 @@ async fn run() -> anyhow::Result<()> {
     telemetry::init(settings.log_format)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
+            // Listening for signals from here on, before anything slow.
             let shutdown = shutdown_signal_with_deadline(settings.shutdown_timeout);
             let work = sync_worker::run(settings.clone(), shutdown);
             run_checked(&settings, "tasksync-sync-worker-login-check", work).await
