@@ -93,9 +93,21 @@ pub struct ConfigError {
 impl Settings {
     /// Reads `.env` (if present) and then the process environment over the defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is the user's to notice in the log.
-        let _ = dotenvy::dotenv();
-        Self::from_lookup(|name| std::env::var(name).ok())
+        // A missing .env is normal; one that cannot be read stops the process like any other
+        // invalid value would.
+        match dotenvy::dotenv() {
+            Err(error) if !error.not_found() => {
+                return Err(ConfigError {
+                    name: ".env",
+                    value: String::new(),
+                    reason: error.to_string(),
+                });
+            }
+            _ => {}
+        }
+        // Lossy, not `var(..).ok()`: a value that is not UTF-8 must fail its parse, naming the
+        // variable, rather than pass for unset.
+        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
     }
 
     /// Builds settings from any variable source (the environment in production, a map in tests).

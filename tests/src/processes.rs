@@ -159,6 +159,15 @@ impl BareProcess {
         Self::start(binary, vars, dir, out.into(), err.into())
     }
 
+    /// [`Self::spawn`], with a `.env` file holding `dotenv` in its working directory.
+    pub fn spawn_with_dotenv(binary: &str, vars: &[(&str, &str)], dotenv: &str) -> Self {
+        let dir = Self::temp_dir(binary);
+        std::fs::write(dir.join(".env"), dotenv).unwrap();
+        let out = std::fs::File::create(dir.join("stdout")).unwrap();
+        let err = std::fs::File::create(dir.join("stderr")).unwrap();
+        Self::start(binary, vars, dir, out.into(), err.into())
+    }
+
     /// Starts `binary` with `vars` and its stdout and stderr on pipes, for [`Self::take_pipes`].
     pub fn spawn_piped(binary: &str, vars: &[(&str, &str)]) -> Self {
         let dir = Self::temp_dir(binary);

@@ -11,7 +11,10 @@ const PROMPTLY: Duration = Duration::from_secs(15);
 
 /// Runs `binary` with `vars` and expects it to stop with an error: returns stdout and stderr.
 async fn refused(binary: &str, vars: &[(&str, &str)]) -> (String, String) {
-    let mut process = BareProcess::spawn(binary, vars);
+    stops(BareProcess::spawn(binary, vars), binary, vars).await
+}
+
+async fn stops(mut process: BareProcess, binary: &str, vars: &[(&str, &str)]) -> (String, String) {
     let status = process.wait_exit(PROMPTLY).await;
     let (stdout, stderr) = (process.stdout(), process.stderr());
     let status = status.unwrap_or_else(|| {
@@ -110,5 +113,27 @@ async fn a_password_in_a_refused_url_is_masked() {
             !format!("{stdout}{stderr}").contains("Mq-Secret-13"),
             "{binary}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_dotenv_file_is_read_and_an_unreadable_one_stops_both_services() {
+    for binary in SERVICES {
+        let vars = env_with(NOWHERE_DB, NOWHERE_MQ, &[]);
+        let without_url: Vec<_> = vars
+            .iter()
+            .copied()
+            .filter(|(n, _)| *n != "AMQP_URL")
+            .collect();
+        let process = BareProcess::spawn_with_dotenv(binary, &without_url, "AMQP_URL=garbage\n");
+        let (_, stderr) = stops(process, binary, &without_url).await;
+        assert!(
+            stderr.contains("AMQP_URL=\"garbage\""),
+            "{binary}: {stderr}"
+        );
+
+        let process = BareProcess::spawn_with_dotenv(binary, &vars, "PORT 3000\n");
+        let (_, stderr) = stops(process, binary, &vars).await;
+        assert!(stderr.contains(".env"), "{binary}: {stderr}");
     }
 }
