@@ -81,13 +81,34 @@ impl Default for Settings {
     }
 }
 
-/// A variable that is set but cannot be used.
+/// A variable that is set but cannot be used (or, named [`DOTENV`], a `.env` file that cannot
+/// be read).
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {name}={value:?} is invalid: {reason}")]
 pub struct ConfigError {
     pub name: &'static str,
     pub value: String,
     pub reason: String,
+}
+
+/// The name of a [`ConfigError`] about the `.env` file itself.
+pub const DOTENV: &str = ".env";
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            name,
+            value,
+            reason,
+        } = self;
+        if *name == DOTENV {
+            write!(f, "the {DOTENV} file is invalid: {reason}")
+        } else {
+            write!(
+                f,
+                "environment variable {name}={value:?} is invalid: {reason}"
+            )
+        }
+    }
 }
 
 impl Settings {
@@ -98,7 +119,7 @@ impl Settings {
         match dotenvy::dotenv() {
             Err(error) if !error.not_found() => {
                 return Err(ConfigError {
-                    name: ".env",
+                    name: DOTENV,
                     value: String::new(),
                     reason: error.to_string(),
                 });
