@@ -53,9 +53,13 @@ async fn a_second_migrator_gives_up_on_a_held_migration_lock() {
         .unwrap();
 
     let started = Instant::now();
-    let error = db::migrate_with_lock_wait(&url, Duration::from_secs(1))
-        .await
-        .expect_err("migrated while another session held the lock");
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        db::migrate_with_lock_wait(&url, Duration::from_secs(1)),
+    )
+    .await
+    .expect("the migrator waited for the lock without limit")
+    .expect_err("migrated while another session held the lock");
     assert!(
         matches!(error, DbSetupError::MigrationLockBusy(_)),
         "{error}"
