@@ -1,17 +1,105 @@
 //! Connecting to RabbitMQ, and the backoff both services use to reconnect.
+//!
+//! [`connect`] is bounded in time and says why it failed in one line ([`ConnectError`]); a
+//! refused login is told apart, because retrying cannot fix it. [`check_login`] is the
+//! start-up check both services run: it stops them when the broker refuses their credentials
+//! before any session has succeeded.
 
 use std::time::Duration;
 
 use lapin::{
-    Channel, Connection, ConnectionProperties, Queue, options::QueueDeclareOptions,
+    Channel, Connection, ConnectionProperties, ErrorKind, Queue,
+    options::QueueDeclareOptions,
+    protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
     types::FieldTable,
+    uri::AMQPUri,
 };
 
+/// Longest wait for a connection to open (TCP, handshake, login), so that a broker that
+/// accepts TCP and then says nothing cannot hold a caller forever.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Heartbeat interval, in seconds, unless `AMQP_URL` sets `heartbeat=`: a dead TCP path is
+/// noticed in seconds rather than minutes.
+const DEFAULT_HEARTBEAT: u16 = 10;
+
+/// Why a connection could not be opened. Its `Display` is one line and never holds the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("AMQP_URL is not a usable AMQP URL: {0}")]
+    Url(String),
+    /// Wrong credentials, or a virtual host that does not exist or is not allowed.
+    #[error("AMQP_URL: login refused by the broker: {0}")]
+    Refused(String),
+    #[error("the broker did not complete the connection within {0:?}")]
+    Timeout(Duration),
+    /// Anything else: unreachable, reset, a protocol failure.
+    #[error("{0}")]
+    Broker(lapin::Error),
+}
+
+impl ConnectError {
+    /// Whether reconnecting with the same URL cannot help.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused(_) | Self::Url(_))
+    }
+
+    fn from_lapin(error: lapin::Error) -> Self {
+        if let ErrorKind::ProtocolError(amqp) = error.kind() {
+            let refused = matches!(
+                amqp.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                    | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+            );
+            if refused {
+                return Self::Refused(amqp.get_message().to_string());
+            }
+        }
+        Self::Broker(error)
+    }
+}
+
 /// Opens a connection named after the process role, so it is recognisable in the management UI.
-pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
-    let url = with_default_heartbeat(url);
+pub async fn connect(url: &str, name: &str) -> Result<Connection, ConnectError> {
+    connect_within(url, name, CONNECT_TIMEOUT).await
+}
+
+async fn connect_within(
+    url: &str,
+    name: &str,
+    limit: Duration,
+) -> Result<Connection, ConnectError> {
+    let uri = parse_uri(url)?;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(&url, properties).await
+    match tokio::time::timeout(limit, Connection::connect_uri(uri, properties)).await {
+        Ok(result) => result.map_err(ConnectError::from_lapin),
+        Err(_) => Err(ConnectError::Timeout(limit)),
+    }
+}
+
+/// Checks, at start, that the broker accepts the credentials of `url`: retries (quietly, the
+/// service's own loop logs its attempts) while the broker is unreachable, returns `Ok` at the
+/// first successful login and the error when the broker refuses it. A service that gets the
+/// error stops: no retry can fix a wrong password or a missing virtual host.
+pub async fn check_login(url: &str, name: &str) -> Result<(), ConnectError> {
+    let mut backoff = Backoff::new();
+    loop {
+        match connect(url, name).await {
+            Ok(connection) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, "login checked".into()),
+                )
+                .await;
+                return Ok(());
+            }
+            Err(error) if error.is_refused() => return Err(error),
+            Err(error) => {
+                tracing::debug!(%error, "start-up login check: broker not reachable yet");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
 }
 
 /// Looks at an existing queue (ready messages, consumers) without declaring it. A missing queue
@@ -26,16 +114,19 @@ pub async fn inspect_queue(channel: &Channel, name: &str) -> lapin::Result<Queue
         .await
 }
 
-/// Adds `heartbeat=10` to the URL unless it sets one, so that a dead TCP path is noticed in
-/// seconds rather than minutes.
-fn with_default_heartbeat(url: &str) -> String {
-    if url.contains("heartbeat=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&heartbeat=10")
-    } else {
-        format!("{url}?heartbeat=10")
+/// The URL as lapin will use it: the default heartbeat unless one is set, and the host as
+/// written (the URI parser takes it from `Url::domain`, which is empty for an IPv6 address,
+/// and would then silently fall back to `localhost`).
+fn parse_uri(url: &str) -> Result<AMQPUri, ConnectError> {
+    let mut uri: AMQPUri = url.parse().map_err(ConnectError::Url)?;
+    let parsed = url::Url::parse(url).map_err(|e| ConnectError::Url(e.to_string()))?;
+    match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => uri.authority.host = ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => uri.authority.host = ip.to_string(),
+        Some(url::Host::Domain(_)) | None => {}
     }
+    uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT);
+    Ok(uri)
 }
 
 /// Exponential backoff with a ceiling: 100 ms, 200 ms, ... up to 5 s.
@@ -85,17 +176,34 @@ mod tests {
 
     #[test]
     fn a_heartbeat_is_added_unless_set() {
-        assert_eq!(
-            with_default_heartbeat("amqp://h/%2f"),
-            "amqp://h/%2f?heartbeat=10"
-        );
-        assert_eq!(
-            with_default_heartbeat("amqp://h/%2f?x=1"),
-            "amqp://h/%2f?x=1&heartbeat=10"
-        );
-        assert_eq!(
-            with_default_heartbeat("amqp://h?heartbeat=3"),
-            "amqp://h?heartbeat=3"
-        );
+        let heartbeat = |url| parse_uri(url).unwrap().query.heartbeat;
+        assert_eq!(heartbeat("amqp://h/%2f"), Some(10));
+        assert_eq!(heartbeat("amqp://h/%2f?frame_max=8192"), Some(10));
+        assert_eq!(heartbeat("amqp://h?heartbeat=3"), Some(3));
+    }
+
+    #[test]
+    fn the_host_is_used_as_written() {
+        let host = |url| parse_uri(url).unwrap().authority.host;
+        assert_eq!(host("amqp://u:p@10.1.2.3:5672/%2f"), "10.1.2.3");
+        assert_eq!(host("amqp://u:p@[::1]:5672/%2f"), "::1");
+        assert_eq!(host("amqp://rabbit.internal/%2f"), "rabbit.internal");
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_says_nothing_is_given_up_on() {
+        // Accepts TCP, never speaks AMQP.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let url = format!("amqp://u:p@127.0.0.1:{port}/%2f");
+        let limit = Duration::from_millis(300);
+        let error = connect_within(&url, "test", limit).await.unwrap_err();
+        assert!(matches!(error, ConnectError::Timeout(_)), "{error}");
     }
 }

@@ -1,9 +1,17 @@
 //! Settings read from the environment (and a `.env` file when present).
 //!
 //! Every variable is documented here, in `.env.example` and in the README. Errors name the
-//! variable and the value that could not be parsed.
+//! variable and the value that could not be parsed (connection strings with their password
+//! masked). Connection strings are checked here too ([`urls`]), so that no service starts with
+//! one it could never connect with; they are held as [`SecretUrl`], which never prints a
+//! password.
 
 use std::{fmt, str::FromStr, time::Duration};
+
+mod secret;
+mod urls;
+
+pub use secret::{MASK, SecretUrl, redact};
 
 /// Default user every request acts as until authentication exists.
 pub const DEFAULT_USER: &str = "default";
@@ -12,9 +20,9 @@ pub const DEFAULT_USER: &str = "default";
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `DATABASE_URL`: Postgres connection string.
-    pub database_url: String,
+    pub database_url: SecretUrl,
     /// `AMQP_URL`: RabbitMQ connection string.
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
     /// `HOST`: address the api binds to.
     pub host: String,
     /// `PORT`: the api's HTTP port (0 picks a free one).
@@ -42,6 +50,9 @@ pub struct Settings {
     /// `DB_TIMEOUT_MS`: longest wait for one database round (a read, a batch transaction)
     /// before the database counts as unavailable.
     pub db_timeout: Duration,
+    /// `SHUTDOWN_TIMEOUT_MS`: how long a service may take to stop after SIGTERM or Ctrl-C before
+    /// it exits anyway (non-zero, with a log line).
+    pub shutdown_timeout: Duration,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// `HTTP_HEADER_TIMEOUT_MS`: longest wait for a request's headers (also how long an idle
@@ -73,6 +84,7 @@ impl Default for Settings {
             body_limit: 2 * 1024 * 1024,
             max_batch_items: 1_000,
             db_timeout: Duration::from_millis(30_000),
+            shutdown_timeout: Duration::from_millis(30_000),
             log_format: LogFormat::Text,
             http_header_timeout: Duration::from_millis(10_000),
             http_request_timeout: Duration::from_millis(30_000),
@@ -81,21 +93,54 @@ impl Default for Settings {
     }
 }
 
-/// A variable that is set but cannot be used.
+/// A variable that is set but cannot be used (or, named [`DOTENV`], a `.env` file that cannot
+/// be read).
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {name}={value:?} is invalid: {reason}")]
 pub struct ConfigError {
     pub name: &'static str,
     pub value: String,
     pub reason: String,
 }
 
+/// The name of a [`ConfigError`] about the `.env` file itself.
+pub const DOTENV: &str = ".env";
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            name,
+            value,
+            reason,
+        } = self;
+        if *name == DOTENV {
+            write!(f, "the {DOTENV} file is invalid: {reason}")
+        } else {
+            write!(
+                f,
+                "environment variable {name}={value:?} is invalid: {reason}"
+            )
+        }
+    }
+}
+
 impl Settings {
     /// Reads `.env` (if present) and then the process environment over the defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is the user's to notice in the log.
-        let _ = dotenvy::dotenv();
-        Self::from_lookup(|name| std::env::var(name).ok())
+        // A missing .env is normal; one that cannot be read stops the process like any other
+        // invalid value would.
+        match dotenvy::dotenv() {
+            Err(error) if !error.not_found() => {
+                return Err(ConfigError {
+                    name: DOTENV,
+                    value: String::new(),
+                    reason: error.to_string(),
+                });
+            }
+            _ => {}
+        }
+        // Lossy, not `var(..).ok()`: a value that is not UTF-8 must fail its parse, naming the
+        // variable, rather than pass for unset.
+        Self::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
     }
 
     /// Builds settings from any variable source (the environment in production, a map in tests).
@@ -103,9 +148,18 @@ impl Settings {
         let d = Self::default();
         let millis = |ms: u64| Duration::from_millis(ms);
         Ok(Self {
-            database_url: get("DATABASE_URL").unwrap_or(d.database_url),
-            amqp_url: get("AMQP_URL").unwrap_or(d.amqp_url),
-            host: get("HOST").unwrap_or(d.host),
+            database_url: match get("DATABASE_URL") {
+                Some(url) => urls::database_url(url)?,
+                None => d.database_url,
+            },
+            amqp_url: match get("AMQP_URL") {
+                Some(url) => urls::amqp_url(url)?,
+                None => d.amqp_url,
+            },
+            host: match get("HOST") {
+                Some(host) => validate_host(host)?,
+                None => d.host,
+            },
             port: parse(&get, "PORT")?.unwrap_or(d.port),
             amqp_prefix: match get("AMQP_PREFIX") {
                 Some(p) => validate_prefix(p)?,
@@ -130,6 +184,9 @@ impl Settings {
             db_timeout: positive(&get, "DB_TIMEOUT_MS")?
                 .map(millis)
                 .unwrap_or(d.db_timeout),
+            shutdown_timeout: positive(&get, "SHUTDOWN_TIMEOUT_MS")?
+                .map(millis)
+                .unwrap_or(d.shutdown_timeout),
             log_format: parse(&get, "LOG_FORMAT")?.unwrap_or(d.log_format),
             http_header_timeout: positive(&get, "HTTP_HEADER_TIMEOUT_MS")?
                 .map(millis)
@@ -173,7 +230,7 @@ where
     match parse::<T>(get, name)? {
         Some(v) if v == T::default() => Err(ConfigError {
             name,
-            value: "0".into(),
+            value: get(name).unwrap_or_default(),
             reason: "must be greater than zero".into(),
         }),
         other => Ok(other),
@@ -210,6 +267,29 @@ fn validate_prefix(prefix: String) -> Result<String, ConfigError> {
             name: "AMQP_PREFIX",
             value: prefix,
             reason: "use 1-100 characters among letters, digits, '-', '_' and '.'".into(),
+        })
+    }
+}
+
+/// An IP address or a host name (letters, digits, '-', '.'): what `HOST` may hold. Anything
+/// else would only fail later, at bind, without naming the variable.
+fn validate_host(host: String) -> Result<String, ConfigError> {
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    let is_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if is_ip || is_name {
+        Ok(host)
+    } else {
+        Err(ConfigError {
+            name: "HOST",
+            value: host,
+            reason: "expected an IP address or a host name".into(),
         })
     }
 }
@@ -315,6 +395,70 @@ mod tests {
         assert_eq!(
             from(&[("WORKER_BATCH_SIZE", "0")]).unwrap_err().name,
             "WORKER_BATCH_SIZE"
+        );
+        assert_eq!(from(&[("HOST", "local host")]).unwrap_err().name, "HOST");
+        assert_eq!(
+            from(&[("AMQP_URL", "garbage")]).unwrap_err().name,
+            "AMQP_URL"
+        );
+        assert_eq!(
+            from(&[("DATABASE_URL", "garbage")]).unwrap_err().name,
+            "DATABASE_URL"
+        );
+    }
+
+    #[test]
+    fn a_bad_positive_number_is_reported_as_given() {
+        for given in ["0", "000", " 0 "] {
+            let e = from(&[("DB_POOL_SIZE", given)]).unwrap_err();
+            assert_eq!(e.value, given);
+            assert!(e.to_string().contains(&format!("{given:?}")), "{e}");
+        }
+        let e = from(&[("SHUTDOWN_TIMEOUT_MS", "00")]).unwrap_err();
+        assert_eq!((e.name, e.value.as_str()), ("SHUTDOWN_TIMEOUT_MS", "00"));
+    }
+
+    #[test]
+    fn host_names_and_addresses_are_accepted() {
+        for host in [
+            "0.0.0.0",
+            "::",
+            "::1",
+            "localhost",
+            "api-1.internal.example",
+        ] {
+            assert_eq!(from(&[("HOST", host)]).unwrap().host, host);
+        }
+        for host in ["", "a b", "-x", "a..b", "http://x"] {
+            assert!(from(&[("HOST", host)]).is_err(), "{host}");
+        }
+    }
+
+    #[test]
+    fn printed_settings_never_show_a_password() {
+        let s = from(&[
+            (
+                "DATABASE_URL",
+                "postgres://tasks:pg-S3cret@db:5432/tasksync",
+            ),
+            ("AMQP_URL", "amqp://tasks:mq-S3cret@rabbit:5672/%2f"),
+        ])
+        .unwrap();
+        let printed = format!("{s:?} {s:#?}");
+        assert!(!printed.contains("pg-S3cret"), "{printed}");
+        assert!(!printed.contains("mq-S3cret"), "{printed}");
+        assert!(
+            printed.contains("postgres://tasks:***@db:5432/tasksync"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("amqp://tasks:***@rabbit:5672/%2f"),
+            "{printed}"
+        );
+        // The real values still reach the connecting code.
+        assert_eq!(
+            s.amqp_url.expose(),
+            "amqp://tasks:mq-S3cret@rabbit:5672/%2f"
         );
     }
 }

@@ -11,7 +11,8 @@
 //! - [`amqp`]: connecting to RabbitMQ with backoff.
 //! - [`failure`]: the headers a failed operation carries through retries and parking.
 //! - [`db`]: the Postgres pool, database creation and the embedded migrations.
-//! - [`telemetry`] and [`shutdown`]: the process plumbing both services share.
+//! - [`telemetry`], [`startup`] and [`shutdown`]: the process plumbing both services share
+//!   (logging, the login checks at start, signals and the stop deadline).
 
 pub mod amqp;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod merge;
 pub mod model;
 pub mod operation;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 pub mod topology;
 pub mod validate;

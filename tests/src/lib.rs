@@ -126,8 +126,10 @@ impl TestStack {
         let services = services::get().await;
         let tag = Uuid::new_v4().simple().to_string();
         let mut settings = Settings {
-            database_url: services.database_url(&format!("tasksync_test_{}", &tag[..16])),
-            amqp_url: services.amqp_url.clone(),
+            database_url: services
+                .database_url(&format!("tasksync_test_{}", &tag[..16]))
+                .into(),
+            amqp_url: services.amqp_url.as_str().into(),
             host: "127.0.0.1".into(),
             port: 0,
             amqp_prefix: format!("test-{}", &tag[..12]),
@@ -181,7 +183,7 @@ impl TestStack {
         let (stop, stopped) = oneshot::channel::<()>();
         let mut settings = self.settings.clone();
         if let Some(url) = &self.worker_database_url {
-            settings.database_url.clone_from(url);
+            settings.database_url = url.as_str().into();
         }
         let task = tokio::spawn(sync_worker::run_with_faults(
             settings,

@@ -140,3 +140,120 @@ impl Drop for ServiceProcess {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// A service binary started with exactly the variables it is given: nothing inherited from the
+/// test's environment, and no `.env` to find (it runs in an empty temporary directory). For
+/// tests of configuration, start-up and shutdown; killed when dropped.
+#[derive(Debug)]
+pub struct BareProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl BareProcess {
+    /// Starts `binary` with `vars`; its stdout and stderr go to separate files.
+    pub fn spawn(binary: &str, vars: &[(&str, &str)]) -> Self {
+        let dir = Self::temp_dir(binary);
+        let out = std::fs::File::create(dir.join("stdout")).unwrap();
+        let err = std::fs::File::create(dir.join("stderr")).unwrap();
+        Self::start(binary, vars, dir, out.into(), err.into())
+    }
+
+    /// [`Self::spawn`], with a `.env` file holding `dotenv` in its working directory.
+    pub fn spawn_with_dotenv(binary: &str, vars: &[(&str, &str)], dotenv: &str) -> Self {
+        let dir = Self::temp_dir(binary);
+        std::fs::write(dir.join(".env"), dotenv).unwrap();
+        let out = std::fs::File::create(dir.join("stdout")).unwrap();
+        let err = std::fs::File::create(dir.join("stderr")).unwrap();
+        Self::start(binary, vars, dir, out.into(), err.into())
+    }
+
+    /// Starts `binary` with `vars` and its stdout and stderr on pipes, for [`Self::take_pipes`].
+    pub fn spawn_piped(binary: &str, vars: &[(&str, &str)]) -> Self {
+        let dir = Self::temp_dir(binary);
+        Self::start(binary, vars, dir, Stdio::piped(), Stdio::piped())
+    }
+
+    fn temp_dir(binary: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tasksync-bare-{binary}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn start(binary: &str, vars: &[(&str, &str)], dir: PathBuf, out: Stdio, err: Stdio) -> Self {
+        let child = Command::new(binaries().join(binary))
+            .env_clear()
+            .envs(vars.iter().copied())
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        Self { child, dir }
+    }
+
+    /// The read ends of the stdout and stderr pipes of a [`Self::spawn_piped`] process.
+    pub fn take_pipes(&mut self) -> (std::process::ChildStdout, std::process::ChildStderr) {
+        (
+            self.child.stdout.take().expect("stdout is not piped"),
+            self.child.stderr.take().expect("stderr is not piped"),
+        )
+    }
+
+    /// SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {}", self.child.id());
+    }
+
+    /// The exit status, or `None` when it is still running after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until `text` appears in what it wrote to stdout (file output only).
+    pub async fn wait_for_stdout(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.stdout().contains(text) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for BareProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

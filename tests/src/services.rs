@@ -64,7 +64,7 @@ async fn find_or_start() -> Services {
     if pg_up && amqp_up {
         return Services {
             postgres_base: strip_database(&settings.database_url),
-            amqp_url: settings.amqp_url,
+            amqp_url: settings.amqp_url.expose().to_string(),
         };
     }
     eprintln!(

@@ -44,7 +44,7 @@ fn report(name: &str, figures: &Figures) {
 async fn a_broker_restart_loses_nothing_it_confirmed() {
     let node = RabbitNode::start(5690).await;
     let mut stack = TestStack::start_with(|s| {
-        s.amqp_url = node.url();
+        s.amqp_url = node.url().into();
         s.publish_timeout = Duration::from_secs(2);
     })
     .await;
@@ -169,7 +169,10 @@ async fn behind_a_postgres_proxy(
     let proxy = FaultyProxy::start(([127, 0, 0, 1], pg_port).into()).await;
     let proxied = format!(":{}/", proxy.port);
     let stack = TestStack::start_with(|s| {
-        s.database_url = s.database_url.replace(&format!(":{pg_port}/"), &proxied);
+        s.database_url = s
+            .database_url
+            .replace(&format!(":{pg_port}/"), &proxied)
+            .into();
         configure(s);
     })
     .await;
@@ -271,7 +274,7 @@ async fn a_silent_network_cut_to_the_broker_is_noticed_and_healed() {
         proxy.port
     );
     let stack = TestStack::start_with(|s| {
-        s.amqp_url = via_proxy;
+        s.amqp_url = via_proxy.into();
         s.publish_timeout = Duration::from_secs(1);
     })
     .await;

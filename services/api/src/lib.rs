@@ -30,7 +30,7 @@ pub mod storage;
 
 use std::{future::Future, sync::Arc};
 
-use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
+use tasksync_shared::{Settings, amqp::Backoff, config::SecretUrl, db, shutdown::stopped};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{broker::Broker, server::ConnectionLimits, state::AppState};
@@ -55,7 +55,7 @@ impl Application {
         }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
         let port = listener.local_addr()?.port();
-        let db = db::pool(&settings.database_url, settings.db_pool_size)?;
+        let db = db::pool_for(&settings)?;
         let broker = Broker::new(&settings);
         Ok(Self {
             listener,
@@ -81,7 +81,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop_tx, stop) = watch::channel(false);
         let broker: JoinHandle<()> = tokio::spawn(self.state.broker.clone().maintain(stop.clone()));
-        tokio::spawn(wait_for_schema(self.state.db.clone(), stop));
+        let database = self.state.settings.database_url.clone();
+        tokio::spawn(wait_for_schema(self.state.db.clone(), database, stop));
         tracing::info!(port = self.port, "api listening");
         let settings = &self.state.settings;
         let limits = ConnectionLimits {
@@ -98,12 +99,18 @@ impl Application {
     }
 }
 
-/// Logs until the worker has created the schema; reads answer 503 until then.
-async fn wait_for_schema(pool: deadpool_postgres::Pool, mut stop: watch::Receiver<bool>) {
+/// Logs, with the reason, until the worker has created the schema; reads answer 503 until then.
+async fn wait_for_schema(
+    pool: deadpool_postgres::Pool,
+    database: SecretUrl,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = Backoff::new();
-    while !db::schema_ready(&pool).await {
+    while let Err(reason) = db::database_ready(&pool).await {
         let delay = backoff.next_delay();
         tracing::info!(
+            database = %database.redacted(),
+            %reason,
             ?delay,
             "waiting for the database schema (the sync-worker creates it)"
         );

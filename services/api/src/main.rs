@@ -1,7 +1,10 @@
-use std::time::Duration;
+use std::{io::Write, process::ExitCode, time::Duration};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tasksync_shared::{Settings, shutdown::shutdown_signal, telemetry};
+use tasksync_shared::{
+    Settings, shutdown::shutdown_signal_with_deadline, startup::run_checked, telemetry,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The Task Sync HTTP api. Configured by environment variables (see .env.example).
@@ -20,17 +23,36 @@ enum Command {
     Healthcheck,
 }
 
+/// Runs, and on failure prints the error with its causes on one line to stderr (no backtrace:
+/// these are configuration and connection errors, for an operator) and exits 1.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            telemetry::init(settings.log_format);
-            api::Application::build(settings)
-                .await?
-                .run_until_stopped(shutdown_signal())
-                .await
+            telemetry::init(settings.log_format)?;
+            let (host, port) = (settings.host.clone(), settings.port);
+            // Listening for signals from here on, before anything slow.
+            let shutdown = shutdown_signal_with_deadline(settings.shutdown_timeout);
+            let serve = async {
+                api::Application::build(settings.clone())
+                    .await
+                    .with_context(|| format!("cannot start the api on HOST={host} PORT={port}"))?
+                    .run_until_stopped(shutdown)
+                    .await
+            };
+            run_checked(&settings, "tasksync-api-login-check", serve).await
         }
         Command::Healthcheck => healthcheck(settings.port).await,
     }

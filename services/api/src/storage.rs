@@ -153,20 +153,6 @@ pub async fn sync_summary(pool: &Pool, user: &str) -> Result<SyncSummary, ApiErr
     })
 }
 
-/// Whether Postgres answers and the schema is there.
-pub async fn database_ready(pool: &Pool) -> Result<(), String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    let row = client
-        .query_one("SELECT to_regclass('public.operations') IS NOT NULL", &[])
-        .await
-        .map_err(|e| e.to_string())?;
-    match row.try_get::<_, bool>(0) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("schema not created yet (the sync-worker migrates at start)".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// One page of the caller's changes feed after `after`, in commit-horizon order, and whether
 /// more rows were known past it.
 ///

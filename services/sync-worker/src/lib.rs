@@ -55,7 +55,7 @@ pub async fn run_with_faults(
                 }
             }
         }
-        let pool = db::pool(&settings.database_url, settings.db_pool_size)?;
+        let pool = db::pool_for(&settings)?;
         consumer::consume(&settings, &pool, injector, stop.clone()).await;
         Ok::<_, anyhow::Error>(())
     };
@@ -75,7 +75,7 @@ pub async fn run_with_faults(
 pub async fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
     let check = async {
         let pool = db::pool(&settings.database_url, 1)?;
-        anyhow::ensure!(db::schema_ready(&pool).await, "database schema not ready");
+        db::database_ready(&pool).await?;
         let connection =
             tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-healthcheck").await?;
         let channel = connection.create_channel().await?;

@@ -1,5 +1,9 @@
+use std::{io::Write, process::ExitCode};
+
 use clap::{Parser, Subcommand};
-use tasksync_shared::{Settings, db, shutdown::shutdown_signal, telemetry};
+use tasksync_shared::{
+    Settings, db, shutdown::shutdown_signal_with_deadline, startup::run_checked, telemetry,
+};
 
 /// Applies task operations from RabbitMQ to Postgres. Configured by environment variables
 /// (see .env.example).
@@ -21,13 +25,30 @@ enum Command {
     Healthcheck,
 }
 
+/// Runs, and on failure prints the error with its causes on one line to stderr (no backtrace:
+/// these are configuration and connection errors, for an operator) and exits 1.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format);
+    telemetry::init(settings.log_format)?;
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => sync_worker::run(settings, shutdown_signal()).await,
+        Command::Run => {
+            // Listening for signals from here on, before anything slow.
+            let shutdown = shutdown_signal_with_deadline(settings.shutdown_timeout);
+            let work = sync_worker::run(settings.clone(), shutdown);
+            run_checked(&settings, "tasksync-sync-worker-login-check", work).await
+        }
         Command::Migrate => Ok(db::migrate(&settings.database_url).await?),
         Command::Healthcheck => sync_worker::healthcheck(&settings).await,
     }

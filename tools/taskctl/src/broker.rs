@@ -48,9 +48,13 @@ pub struct Broker {
 impl Broker {
     /// Connects; an unreachable or refusing broker is a failure (exit 1).
     pub async fn connect(settings: &Settings) -> Result<Self, CtlError> {
-        let connection = amqp::connect(&settings.amqp_url, "taskctl")
-            .await
-            .map_err(|e| failed("cannot reach RabbitMQ (AMQP_URL)", &e))?;
+        let connection =
+            amqp::connect(&settings.amqp_url, "taskctl")
+                .await
+                .map_err(|e| match e {
+                    amqp::ConnectError::Broker(e) => failed("cannot reach RabbitMQ (AMQP_URL)", &e),
+                    other => CtlError::failed(format!("cannot reach RabbitMQ: {other}")),
+                })?;
         let channel = open_channel(&connection).await?;
         Ok(Self {
             connection,

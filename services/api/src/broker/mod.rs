@@ -66,7 +66,7 @@ impl Broker {
     pub fn new(settings: &Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                url: settings.amqp_url.clone(),
+                url: settings.amqp_url.expose().to_string(),
                 connection_name: connection_name(&settings.amqp_prefix),
                 topology: Topology::from_settings(settings),
                 publish_timeout: settings.publish_timeout,

@@ -11,7 +11,9 @@ use axum::{
 use chrono::Utc;
 use serde_json::json;
 
-use crate::{state::AppState, storage};
+use tasksync_shared::db;
+
+use crate::state::AppState;
 
 pub async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok", "timestamp": Utc::now() }))
@@ -23,9 +25,10 @@ pub async fn ready(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
 ) -> impl IntoResponse {
-    let database = tokio::time::timeout(Duration::from_secs(3), storage::database_ready(&state.db))
+    let database = tokio::time::timeout(Duration::from_secs(3), db::database_ready(&state.db))
         .await
-        .unwrap_or_else(|_| Err("timed out".into()));
+        .unwrap_or_else(|_| Err(db::NotReady::Unreachable("timed out".into())))
+        .map_err(|e| e.to_string());
     let broker = if state.broker.is_connected() {
         Ok(())
     } else {
