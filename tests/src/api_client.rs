@@ -34,12 +34,8 @@ impl Reply {
 
     /// The body read as `T`; fails the test when it is not one.
     pub fn typed<T: DeserializeOwned>(&self) -> T {
-        serde_json::from_value(self.body.clone()).unwrap_or_else(|e| {
-            panic!(
-                "not a {} ({e}): {self:?}",
-                std::any::type_name::<T>()
-            )
-        })
+        serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|e| panic!("not a {} ({e}): {self:?}", std::any::type_name::<T>()))
     }
 
     /// The body as one task.
@@ -193,9 +189,8 @@ async fn send(mut request: reqwest::RequestBuilder, headers: &[(&str, &str)]) ->
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes))
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes)))
     };
     Reply {
         status,

@@ -156,8 +156,7 @@ pub async fn sweep(services: &Services, now: u64) -> (usize, usize) {
 }
 
 async fn stale_databases(services: &Services, now: u64) -> Vec<String> {
-    let config: Result<tokio_postgres::Config, _> =
-        services.database_url("postgres").parse();
+    let config: Result<tokio_postgres::Config, _> = services.database_url("postgres").parse();
     let Ok(config) = config else {
         return Vec::new();
     };
@@ -222,11 +221,23 @@ mod tests {
     #[test]
     fn only_old_objects_of_the_test_scheme_are_stale() {
         let old = NOW - MAX_AGE.as_secs() - 1;
-        assert!(is_stale(database_born(&format!("tasksync_test_{old}_0a1b2c3d4e5f")), NOW));
-        assert!(is_stale(broker_object_born(&format!("test-{old}-0a1b2c3d.ops.work")), NOW));
+        assert!(is_stale(
+            database_born(&format!("tasksync_test_{old}_0a1b2c3d4e5f")),
+            NOW
+        ));
+        assert!(is_stale(
+            broker_object_born(&format!("test-{old}-0a1b2c3d.ops.work")),
+            NOW
+        ));
         let recent = NOW - 60;
-        assert!(!is_stale(database_born(&format!("tasksync_test_{recent}_0a1b2c3d4e5f")), NOW));
-        assert!(!is_stale(broker_object_born(&format!("test-{recent}-0a1b2c3d.ops")), NOW));
+        assert!(!is_stale(
+            database_born(&format!("tasksync_test_{recent}_0a1b2c3d4e5f")),
+            NOW
+        ));
+        assert!(!is_stale(
+            broker_object_born(&format!("test-{recent}-0a1b2c3d.ops")),
+            NOW
+        ));
         for other in [
             "tasksync",
             "postgres",

@@ -10,6 +10,7 @@ pub mod api_client;
 pub mod cleanup;
 pub mod faults;
 pub mod load;
+pub mod op_log;
 pub mod ops;
 pub mod processes;
 pub mod proxy;
