@@ -257,4 +257,123 @@ mod tests {
             assert_eq!(broker_object_born(other), None, "{other}");
         }
     }
+
+    /// Test databases, queues and exchanges of a run killed over two hours ago go; those of a
+    /// running test and anything of another name stay.
+    #[tokio::test]
+    async fn the_sweep_removes_stale_test_objects_and_nothing_else() {
+        let services = services::get().await;
+        let stale = StackNames::new(now() - MAX_AGE.as_secs() - 60);
+        let fresh = StackNames::new(now());
+        let tag = &Uuid::new_v4().simple().to_string()[..8];
+        let other = StackNames {
+            database: format!("sweep_keep_{tag}"),
+            amqp_prefix: format!("sweepkeep-{tag}"),
+        };
+        for names in [&stale, &fresh, &other] {
+            create_database(services, &names.database).await;
+            declare(services, &names.amqp_prefix).await;
+        }
+        let broker_listed = list_broker("list_queues").is_ok();
+
+        let (databases, _) = sweep(services, now()).await;
+        assert!(databases >= 1);
+        assert!(!database_exists(services, &stale.database).await);
+        assert!(database_exists(services, &fresh.database).await);
+        assert!(database_exists(services, &other.database).await);
+        if broker_listed {
+            assert_eq!(declared(services, &stale.amqp_prefix).await, (false, false));
+        } else {
+            eprintln!("rabbitmqctl unavailable: the broker part of the sweep is not checked");
+        }
+        assert_eq!(declared(services, &fresh.amqp_prefix).await, (true, true));
+        assert_eq!(declared(services, &other.amqp_prefix).await, (true, true));
+
+        for names in [&stale, &fresh, &other] {
+            remove_stack(&Settings {
+                database_url: services.database_url(&names.database),
+                amqp_url: services.amqp_url.clone(),
+                amqp_prefix: names.amqp_prefix.clone(),
+                ..Settings::default()
+            })
+            .await;
+        }
+    }
+
+    async fn maintenance(services: &Services) -> tokio_postgres::Client {
+        let config: tokio_postgres::Config = services.database_url("postgres").parse().unwrap();
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    async fn create_database(services: &Services, name: &str) {
+        let client = maintenance(services).await;
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+    }
+
+    async fn database_exists(services: &Services, name: &str) -> bool {
+        let client = maintenance(services).await;
+        client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// Declares `<prefix>.ops.work` and the exchange `<prefix>.ops`.
+    async fn declare(services: &Services, prefix: &str) {
+        let connection = tasksync_shared::amqp::connect(&services.amqp_url, "sweep-test")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_declare(
+                format!("{prefix}.ops.work").as_str().into(),
+                lapin::options::QueueDeclareOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .exchange_declare(
+                format!("{prefix}.ops").as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// Whether `<prefix>.ops.work` and `<prefix>.ops` exist.
+    async fn declared(services: &Services, prefix: &str) -> (bool, bool) {
+        let connection = tasksync_shared::amqp::connect(&services.amqp_url, "sweep-test")
+            .await
+            .unwrap();
+        let queue = connection.create_channel().await.unwrap();
+        let queue = tasksync_shared::amqp::inspect_queue(&queue, &format!("{prefix}.ops.work"))
+            .await
+            .is_ok();
+        let exchange = connection.create_channel().await.unwrap();
+        let passive = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let exchange = exchange
+            .exchange_declare(
+                format!("{prefix}.ops").as_str().into(),
+                lapin::ExchangeKind::Topic,
+                passive,
+                Default::default(),
+            )
+            .await
+            .is_ok();
+        let _ = connection.close(200, "done".into()).await;
+        (queue, exchange)
+    }
 }
