@@ -457,14 +457,22 @@ mod tests {
         (ledger, log)
     }
 
+    /// The figures of [`clean`]`(n)`.
+    fn all_clean(n: u64) -> Figures {
+        Figures {
+            planned: n,
+            sent: n,
+            acknowledged: n,
+            applied: n,
+            ..Figures::default()
+        }
+    }
+
     #[test]
     fn a_clean_run_passes() {
         let (ledger, log) = clean(5);
         let figures = ledger.figures(&log);
-        assert_eq!(
-            (figures.sent, figures.acknowledged, figures.applied),
-            (5, 5, 5)
-        );
+        assert_eq!(figures, all_clean(5));
         assert_eq!(figures.problems(), Vec::<String>::new());
     }
 
@@ -475,10 +483,13 @@ mod tests {
         log.outcomes.remove(&missing.acknowledged.unwrap());
         log.tasks.insert(missing.task, (0, None));
         let figures = ledger.figures(&log);
-        assert_eq!(
-            (figures.acknowledged, figures.applied, figures.lost),
-            (5, 4, 1)
-        );
+        let expected = Figures {
+            applied: 4,
+            lost: 1,
+            diverged: 1,
+            ..all_clean(5)
+        };
+        assert_eq!(figures, expected);
         assert_eq!(
             figures.problems(),
             [
@@ -494,10 +505,12 @@ mod tests {
         ledger.writes[4].acknowledged = None;
         ledger.writes[4].unanswered = 3;
         let figures = ledger.figures(&log);
-        assert_eq!(
-            (figures.sent, figures.acknowledged, figures.lost),
-            (5, 4, 0)
-        );
+        let expected = Figures {
+            acknowledged: 4,
+            applied: 4,
+            ..all_clean(5)
+        };
+        assert_eq!(figures, expected);
         assert_eq!(
             figures.problems(),
             ["1 writes issued and never acknowledged"]

@@ -80,16 +80,7 @@ async fn a_database_outage_pauses_the_worker_and_the_reads_and_loses_nothing() {
     stack
         .eventually("the worker keeps trying", || async { proxy.refused() >= 5 })
         .await;
-    proxy.restore();
-    reads_recover(&stack).await;
-
-    let ledger = load.finish().await;
-    ledger.verify(&stack.db, "database outage").await;
-    assert_eq!(
-        stack.failure_records().await,
-        0,
-        "an outage spends no attempt"
-    );
+    heal_the_database(&proxy, &stack, load, "database outage").await;
 }
 
 #[tokio::test]
@@ -110,24 +101,24 @@ async fn a_silent_path_to_the_database_is_noticed_and_healed() {
         "the read gave up after {:?}",
         started.elapsed()
     );
-    proxy.restore();
-    reads_recover(&stack).await;
-
-    let ledger = load.finish().await;
-    ledger.verify(&stack.db, "silent database path").await;
-    assert_eq!(
-        stack.failure_records().await,
-        0,
-        "a silent database spends no attempt"
-    );
+    heal_the_database(&proxy, &stack, load, "silent database path").await;
 }
 
-async fn reads_recover(stack: &TestStack) {
+/// Ends a database fault: the proxy forwards again, reads recover, and the load lost nothing
+/// and spent no attempt (a database fault is not the operation's fault).
+async fn heal_the_database(proxy: &FaultyProxy, stack: &TestStack, load: Load, name: &str) {
+    proxy.restore();
     stack
         .eventually("reads recover", || async {
             stack.list_tasks().await.status == 200
         })
         .await;
+    load.finish().await.verify(&stack.db, name).await;
+    assert_eq!(
+        stack.failure_records().await,
+        0,
+        "{name}: a database fault spends no attempt"
+    );
 }
 
 /// A stack whose api and worker reach Postgres through a fault-injecting proxy.
