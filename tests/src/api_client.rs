@@ -176,6 +176,13 @@ impl ApiClient {
     pub async fn ready(&self) -> Reply {
         self.get("/ready").await
     }
+
+    /// Whether the api answers `/api/ready` with 200; false also when nothing listens yet (an
+    /// api process still starting), where the other methods fail the test.
+    pub async fn is_ready(&self) -> bool {
+        let answer = self.http.get(format!("{}/ready", self.base)).send().await;
+        answer.is_ok_and(|r| r.status() == 200)
+    }
 }
 
 async fn send(mut request: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Reply {

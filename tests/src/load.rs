@@ -363,6 +363,13 @@ impl Ledger {
     /// [`Ledger::check`], then prints the figures and fails the test on any problem.
     pub async fn verify(&self, db: &Pool, name: &str) -> Figures {
         let figures = self.check(db).await;
+        eprintln!(
+            "REQUESTS {name}: {} for {} writes ({} refused with a 5xx, {} unanswered)",
+            self.requests,
+            self.sent(),
+            self.refused,
+            self.no_answer
+        );
         figures.assert_clean(name);
         figures
     }

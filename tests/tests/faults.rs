@@ -14,7 +14,7 @@ use std::{collections::HashMap, time::Duration};
 use serde_json::json;
 use tasksync_shared::{OutcomeStatus, Settings};
 use tasksync_tests::{
-    TestStack,
+    ApiClient, TestStack,
     load::{self, Figures, Load, Mode, Spec},
     op_log::OpLog,
     processes::{ServiceProcess, free_port},
@@ -145,6 +145,11 @@ fn process_settings(stack: &TestStack) -> Settings {
     settings
 }
 
+/// The base URL of an api process started with `settings`.
+fn process_base(settings: &Settings) -> String {
+    format!("http://127.0.0.1:{}/api", settings.port)
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_batch_applies_every_operation_exactly_once_after_restart() {
     let mut stack = TestStack::start().await;
@@ -176,16 +181,12 @@ async fn sigterm_stops_the_api_and_the_worker_cleanly_under_load() {
     let settings = process_settings(&stack);
     let mut api = ServiceProcess::spawn("api", &settings);
     let mut worker = ServiceProcess::spawn("sync-worker", &settings);
-    let base = format!("http://127.0.0.1:{}/api", settings.port);
+    let process = ApiClient::new(stack.http.clone(), process_base(&settings));
     stack
-        .eventually("the api process is ready", || async {
-            reqwest::get(format!("{base}/ready"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
+        .eventually("the api process is ready", || process.is_ready())
         .await;
 
-    let load = Load::start_on(&stack, &[base], updates(60), 40).await;
+    let load = Load::start_on(&stack, &[process.base], updates(60), 40).await;
     api.terminate();
     worker.terminate();
     for (process, stopped) in [
@@ -245,17 +246,14 @@ async fn two_apis_and_two_workers_on_the_same_tasks_end_in_the_last_write_wins_s
     let settings = process_settings(&stack);
     let _second_worker = ServiceProcess::spawn("sync-worker", &settings);
     let _second_api = ServiceProcess::spawn("api", &settings);
-    let bases = [
-        stack.base.clone(),
-        format!("http://127.0.0.1:{}/api", settings.port),
-    ];
+    let second = ApiClient::new(stack.http.clone(), process_base(&settings));
     stack
         .eventually("both apis are ready and both workers consume", || async {
-            let second = reqwest::get(format!("{}/ready", bases[1])).await;
-            second.is_ok_and(|r| r.status() == 200)
+            second.is_ready().await
                 && stack.queue_consumers(&stack.topology().work_queue()).await == 2
         })
         .await;
+    let bases = [stack.base.clone(), second.base];
 
     let tasks: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     for (i, id) in tasks.iter().enumerate() {
@@ -292,7 +290,7 @@ async fn write_the_same_tasks(
             let mut issued = Vec::new();
             for w in 0..writes {
                 let task = tasks[(d + w) % tasks.len()];
-                let api = tasksync_tests::ApiClient::new(http.clone(), &bases[(d + w) % 2]);
+                let api = ApiClient::new(http.clone(), &bases[(d + w) % 2]);
                 let body =
                     json!({"title": format!("device {d} write {w}"), "completed": w % 2 == 0});
                 let reply = api
