@@ -12,11 +12,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
-use tasksync_shared::{OutcomeStatus, Settings};
+use tasksync_shared::{OpKind, OutcomeStatus, Settings, topology::routing_key};
 use tasksync_tests::{
     ApiClient, TestStack,
     load::{self, Figures, Load, Mode, Spec},
     op_log::OpLog,
+    ops,
     processes::{ServiceProcess, free_port},
     proxy::FaultyProxy,
     rabbit_node::RabbitNode,
@@ -72,6 +73,7 @@ async fn a_database_outage_pauses_the_worker_and_the_reads_and_loses_nothing() {
 
     let load = Load::start(&stack, updates(30), 20).await;
     proxy.cut();
+    let late = work_for_the_worker(&stack).await;
     let read = stack.list_tasks().await;
     assert_eq!(read.status, 503, "{read:?}");
     assert_eq!(read.header("retry-after"), Some("1"));
@@ -80,7 +82,7 @@ async fn a_database_outage_pauses_the_worker_and_the_reads_and_loses_nothing() {
     stack
         .eventually("the worker keeps trying", || async { proxy.refused() >= 5 })
         .await;
-    heal_the_database(&proxy, &stack, load, "database outage").await;
+    heal_the_database(&proxy, &stack, (load, late), "database outage").await;
 }
 
 #[tokio::test]
@@ -93,6 +95,7 @@ async fn a_silent_path_to_the_database_is_noticed_and_healed() {
     let load = Load::start(&stack, updates(30), 20).await;
     // Nothing closes: queries and connections just stop getting answers.
     proxy.stall();
+    let late = work_for_the_worker(&stack).await;
     let started = std::time::Instant::now();
     let read = stack.list_tasks().await;
     assert_eq!(read.status, 503, "{read:?}");
@@ -101,19 +104,50 @@ async fn a_silent_path_to_the_database_is_noticed_and_healed() {
         "the read gave up after {:?}",
         started.elapsed()
     );
-    heal_the_database(&proxy, &stack, load, "silent database path").await;
+    heal_the_database(&proxy, &stack, (load, late), "silent database path").await;
 }
 
-/// Ends a database fault: the proxy forwards again, reads recover, and the load lost nothing
-/// and spent no attempt (a database fault is not the operation's fault).
-async fn heal_the_database(proxy: &FaultyProxy, stack: &TestStack, load: Load, name: &str) {
+/// Publishes one create straight to the work queue, so that the worker surely meets the
+/// database fault (the load may be past its last write). Returns its op id.
+async fn work_for_the_worker(stack: &TestStack) -> Uuid {
+    let create = ops::operation(
+        Uuid::new_v4(),
+        OpKind::Create,
+        chrono::Utc::now(),
+        ops::title("published during the fault"),
+    );
+    let body = create.encode().unwrap();
+    stack
+        .publish_raw(&routing_key(OpKind::Create), &[body])
+        .await;
+    create.op_id
+}
+
+/// Ends a database fault: the proxy forwards again, reads recover, the operation published
+/// during the fault is applied, and the load lost nothing and spent no attempt (a database
+/// fault is not the operation's fault).
+async fn heal_the_database(
+    proxy: &FaultyProxy,
+    stack: &TestStack,
+    (load, late): (Load, Uuid),
+    name: &str,
+) {
     proxy.restore();
     stack
         .eventually("reads recover", || async {
             stack.list_tasks().await.status == 200
         })
         .await;
-    load.finish().await.verify(&stack.db, name).await;
+    let late_applied = OpLog::ops(&[late]).outcomes(&[OutcomeStatus::Success]);
+    stack
+        .eventually(
+            "the operation published during the fault is applied",
+            || async { stack.op_log_count(late_applied.clone()).await == 1 },
+        )
+        .await;
+    let ledger = load.finish().await;
+    assert!(ledger.refused > 0, "{name}: the writers felt the fault");
+    ledger.verify(&stack.db, name).await;
     assert_eq!(
         stack.failure_records().await,
         0,
