@@ -369,11 +369,17 @@ impl Ledger {
         self.writes.iter().filter_map(|w| w.acknowledged).collect()
     }
 
-    /// Waits (bounded) until every acknowledged write is in the operation log, then counts.
+    /// Waits (up to a minute) until every acknowledged write is in the operation log, then
+    /// counts.
     pub async fn check(&self, db: &Pool) -> Figures {
+        self.check_within(db, Duration::from_secs(60)).await
+    }
+
+    /// [`Ledger::check`], waiting at most `patience` for the log.
+    pub async fn check_within(&self, db: &Pool, patience: Duration) -> Figures {
         let acknowledged = self.acknowledged();
         let expected = acknowledged.len() as u64;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patience;
         while OpLog::ops(&acknowledged).count(db).await < expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -398,3 +398,29 @@ async fn last_write_wins_figures(
     }
     figures
 }
+
+/// The check of every test above can fail: a write acknowledged and then missing from the log
+/// is counted lost.
+#[tokio::test]
+async fn the_check_fails_when_an_acknowledged_write_is_missing_from_the_log() {
+    let stack = TestStack::start().await;
+    let ledger = load::drive(std::slice::from_ref(&stack.base), 2, 4, Mode::CreateOnly).await;
+    let figures = ledger.check(&stack.db).await;
+    assert_eq!(figures.problems(), Vec::<String>::new(), "{figures}");
+
+    let client = stack.db.get().await.unwrap();
+    let removed = client
+        .execute(
+            "DELETE FROM operations WHERE op_id = (SELECT op_id FROM operations LIMIT 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let figures = ledger
+        .check_within(&stack.db, Duration::from_millis(200))
+        .await;
+    assert_eq!((figures.sent, figures.acknowledged), (8, 8));
+    assert_eq!((figures.applied, figures.lost), (7, 1), "{figures}");
+    assert_eq!(figures.problems(), ["1 acknowledged writes lost"]);
+}
