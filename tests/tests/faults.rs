@@ -424,3 +424,48 @@ async fn the_check_fails_when_an_acknowledged_write_is_missing_from_the_log() {
     assert_eq!((figures.applied, figures.lost), (7, 1), "{figures}");
     assert_eq!(figures.problems(), ["1 acknowledged writes lost"]);
 }
+
+/// A test that fails while its stack's paths to Postgres and RabbitMQ are cut or stalled still
+/// leaves no database, queue or exchange behind, and its cleanup ends in bounded time.
+#[tokio::test]
+async fn a_stack_dropped_during_a_fault_still_removes_its_database_and_queues() {
+    let amqp: lapin::uri::AMQPUri = services::get().await.amqp_url.parse().unwrap();
+    let broker_proxy = FaultyProxy::start(([127, 0, 0, 1], amqp.authority.port).into()).await;
+    let via_proxy = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=1",
+        broker_proxy.port
+    );
+    let (database_proxy, stack) = behind_a_postgres_proxy(|s| s.amqp_url = via_proxy).await;
+    let database = stack
+        .settings
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let work_queue = stack.topology().work_queue();
+
+    database_proxy.cut();
+    broker_proxy.stall();
+    let dropped = tokio::task::spawn_blocking(move || drop(stack));
+    tokio::time::timeout(Duration::from_secs(60), dropped)
+        .await
+        .expect("the cleanup ends in bounded time")
+        .unwrap();
+
+    let services = services::get().await;
+    let config: tokio_postgres::Config = services.database_url("postgres").parse().unwrap();
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let left = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await
+        .unwrap();
+    assert!(left.is_none(), "{database} left behind");
+    let connection = tasksync_shared::amqp::connect(&services.amqp_url, "cleanup-check")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = tasksync_shared::amqp::inspect_queue(&channel, &work_queue).await;
+    assert!(queue.is_err(), "{work_queue} left behind");
+}
