@@ -104,7 +104,7 @@ fn database_name(url: &str) -> Option<String> {
 }
 
 /// How long one broker may take to delete a stack's objects.
-const BROKER_CLEANUP: Duration = Duration::from_secs(10);
+const BROKER_CLEANUP: Duration = Duration::from_secs(5);
 
 async fn delete_broker_objects(amqp_url: &str, queues: &[String], exchanges: &[String]) {
     let deleted = tokio::time::timeout(
