@@ -172,6 +172,18 @@ async fn behind_a_postgres_proxy(
     (proxy, stack)
 }
 
+/// A fault-injecting proxy in front of the shared RabbitMQ, and an `AMQP_URL` through it
+/// (one-second heartbeats, so that a stalled path is noticed quickly).
+async fn a_broker_proxy() -> (FaultyProxy, String) {
+    let amqp: lapin::uri::AMQPUri = services::get().await.amqp_url.parse().unwrap();
+    let proxy = FaultyProxy::start(([127, 0, 0, 1], amqp.authority.port).into()).await;
+    let url = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=1",
+        proxy.port
+    );
+    (proxy, url)
+}
+
 /// Settings of a stack whose services run as child processes.
 fn process_settings(stack: &TestStack) -> Settings {
     let mut settings = stack.settings.clone();
@@ -244,12 +256,7 @@ async fn sigterm_stops_the_api_and_the_worker_cleanly_under_load() {
 
 #[tokio::test]
 async fn a_silent_network_cut_to_the_broker_is_noticed_and_healed() {
-    let amqp: lapin::uri::AMQPUri = services::get().await.amqp_url.parse().unwrap();
-    let proxy = FaultyProxy::start(([127, 0, 0, 1], amqp.authority.port).into()).await;
-    let via_proxy = format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=1",
-        proxy.port
-    );
+    let (proxy, via_proxy) = a_broker_proxy().await;
     let stack = TestStack::start_with(|s| {
         s.amqp_url = via_proxy;
         s.publish_timeout = Duration::from_secs(1);
@@ -429,12 +436,7 @@ async fn the_check_fails_when_an_acknowledged_write_is_missing_from_the_log() {
 /// leaves no database, queue or exchange behind, and its cleanup ends in bounded time.
 #[tokio::test]
 async fn a_stack_dropped_during_a_fault_still_removes_its_database_and_queues() {
-    let amqp: lapin::uri::AMQPUri = services::get().await.amqp_url.parse().unwrap();
-    let broker_proxy = FaultyProxy::start(([127, 0, 0, 1], amqp.authority.port).into()).await;
-    let via_proxy = format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=1",
-        broker_proxy.port
-    );
+    let (broker_proxy, via_proxy) = a_broker_proxy().await;
     let (database_proxy, stack) = behind_a_postgres_proxy(|s| s.amqp_url = via_proxy).await;
     let database = stack
         .settings
