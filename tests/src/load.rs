@@ -8,7 +8,7 @@
 //! `acknowledged` from the api's answers, `applied` from the operation log.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -38,6 +38,27 @@ struct Write {
     unanswered: u32,
 }
 
+impl Write {
+    /// Whether this write is applied: its acknowledged operation is in the log, decided
+    /// `success` — or decided otherwise because an earlier unanswered request of the same write
+    /// was published after all and applied first (a retried create then finds its task taken).
+    fn applied(&self, log: &LogView) -> bool {
+        let Some(op) = self.acknowledged else {
+            return false;
+        };
+        match log.outcomes.get(&op) {
+            Some(OutcomeStatus::Success) => true,
+            Some(_) => {
+                self.unanswered > 0
+                    && log
+                        .applied_titles
+                        .contains(&(self.task, self.title.clone()))
+            }
+            None => false,
+        }
+    }
+}
+
 /// What the driver did and heard.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -57,6 +78,8 @@ pub struct LogView {
     pub outcomes: HashMap<Uuid, OutcomeStatus>,
     /// Per task: entries in the log, and the stored title (`None` when no row).
     pub tasks: HashMap<Uuid, (u64, Option<String>)>,
+    /// (task, title) of every entry of the driver's tasks decided `success`.
+    pub applied_titles: HashSet<(Uuid, String)>,
 }
 
 /// The figures a fault test reports (the README's "Guarantees" table).
@@ -68,7 +91,8 @@ pub struct Figures {
     pub sent: u64,
     /// Writes the api acknowledged (2xx or 202), counted from its answers.
     pub acknowledged: u64,
-    /// Acknowledged writes found in the operation log with outcome `success`.
+    /// Acknowledged writes found in the operation log with outcome `success` (or, for a retried
+    /// write, decided after an earlier request of it was applied: see `Write::applied`).
     pub applied: u64,
     /// Acknowledged writes not applied: missing from the log, or decided otherwise.
     pub lost: u64,
@@ -413,6 +437,17 @@ impl Ledger {
             .map(|r| (r.get(0), OutcomeStatus::from_db(r.get(1))))
             .collect();
         let tasks: Vec<Uuid> = self.writes.iter().map(|w| w.task).collect();
+        let applied_titles = client
+            .query(
+                "SELECT task_id, fields->>'title' FROM operations \
+                 WHERE task_id = ANY($1) AND outcome = $2 AND fields->>'title' IS NOT NULL",
+                &[&tasks, &OutcomeStatus::Success.as_str()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         let tasks = client
             .query(
                 "SELECT t.id, (SELECT count(*) FROM operations o WHERE o.task_id = t.id), t.title \
@@ -424,17 +459,18 @@ impl Ledger {
             .iter()
             .map(|r| (r.get(0), (r.get::<_, i64>(1).unsigned_abs(), r.get(2))))
             .collect();
-        LogView { outcomes, tasks }
+        LogView {
+            outcomes,
+            tasks,
+            applied_titles,
+        }
     }
 
     /// The figures of this ledger against `log`: a pure function, so that what makes a fault
     /// test fail can be tested without a fault.
     pub fn figures(&self, log: &LogView) -> Figures {
         let acknowledged = self.acknowledged();
-        let applied = acknowledged
-            .iter()
-            .filter(|op| log.outcomes.get(op) == Some(&OutcomeStatus::Success))
-            .count() as u64;
+        let applied = self.writes.iter().filter(|w| w.applied(log)).count() as u64;
         // Per task: entries its requests can explain, and the title of its last acknowledged
         // write (writes are in issue order per device, and a task has one device).
         let mut explained: HashMap<Uuid, (u64, Option<&str>)> = HashMap::new();
@@ -485,6 +521,7 @@ mod tests {
                 unanswered: 0,
             });
             log.outcomes.insert(op, OutcomeStatus::Success);
+            log.applied_titles.insert((task, title.clone()));
             log.tasks.insert(task, (1, Some(title)));
         }
         (ledger, log)
@@ -568,6 +605,22 @@ mod tests {
         let figures = ledger.figures(&log);
         assert_eq!((figures.duplicated, figures.diverged), (1, 1));
         assert_eq!(figures.problems().len(), 2);
+    }
+
+    #[test]
+    fn a_retry_that_finds_its_earlier_request_applied_counts_as_applied_once_decided() {
+        let (mut ledger, mut log) = clean(2);
+        let retried = &mut ledger.writes[0];
+        retried.unanswered = 1;
+        let (task, title, op) = (retried.task, retried.title.clone(), retried.acknowledged);
+        // The unanswered create was applied; the acknowledged retry found the task taken.
+        log.outcomes.insert(op.unwrap(), OutcomeStatus::Error);
+        log.tasks.insert(task, (2, Some(title.clone())));
+        log.applied_titles.insert((task, title));
+        assert_eq!(ledger.figures(&log), all_clean(2));
+        // An acknowledged retry that is never decided is still lost.
+        log.outcomes.remove(&op.unwrap());
+        assert_eq!(ledger.figures(&log).lost, 1);
     }
 
     #[test]
