@@ -1,18 +1,24 @@
 //! Test support: [`TestStack`] starts the api and the sync-worker in-process, exactly as their
 //! `main`s do, on port 0 with a fresh database and a fresh topology prefix, against the real
-//! Postgres and RabbitMQ of [`services`]. It exposes a typed client with one method per
-//! endpoint and removes its database, queues and exchanges on drop.
+//! Postgres and RabbitMQ of [`services`]. Its HTTP methods delegate to an [`ApiClient`] (one
+//! method per endpoint), which also serves an [`ExtraApi`]. It removes its database, queues and
+//! exchanges on drop, and every start sweeps what killed test runs left ([`cleanup`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api_client;
+pub mod cleanup;
 pub mod faults;
 pub mod load;
+pub mod op_log;
 pub mod ops;
 pub mod processes;
 pub mod proxy;
 pub mod rabbit_node;
 pub mod services;
 pub mod sync_client;
+
+pub use api_client::{ApiClient, Reply};
 
 use std::{
     sync::Arc,
@@ -22,11 +28,9 @@ use std::{
 use deadpool_postgres::Pool;
 use lapin::{
     BasicProperties,
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
-    },
+    options::{BasicPublishOptions, ConfirmSelectOptions},
 };
-use reqwest::{Method, header::HeaderMap};
+use reqwest::Method;
 use serde_json::Value;
 use sync_worker::faults::{FaultInjector, NoFaults};
 use tasksync_shared::{Settings, config::QueueType, db, topology::Topology};
@@ -58,6 +62,8 @@ impl Running {
 #[derive(Debug)]
 pub struct ExtraApi {
     pub base: String,
+    /// A client of this api.
+    pub api: ApiClient,
     running: Running,
 }
 
@@ -65,31 +71,6 @@ impl ExtraApi {
     /// Stops it gracefully; fails the test if it does not stop cleanly.
     pub async fn stop(self) {
         self.running.stop().await;
-    }
-}
-
-/// An HTTP answer: status, headers and the JSON body (`Null` when empty).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the SPEC §3 error body and returns its message.
-    pub fn error_message(&self, path: &str) -> String {
-        let error = self.body["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {self:?}"));
-        assert_eq!(self.body["path"], path, "{self:?}");
-        let ts = self.body["timestamp"].as_str().expect("timestamp");
-        chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339 timestamp");
-        error.to_string()
     }
 }
 
@@ -124,15 +105,14 @@ impl TestStack {
         faults: Arc<dyn FaultInjector>,
     ) -> Self {
         let services = services::get().await;
-        let tag = Uuid::new_v4().simple().to_string();
+        cleanup::sweep_leftovers(services).await;
+        let names = cleanup::StackNames::new(cleanup::now());
         let mut settings = Settings {
-            database_url: services
-                .database_url(&format!("tasksync_test_{}", &tag[..16]))
-                .into(),
+            database_url: services.database_url(&names.database).into(),
             amqp_url: services.amqp_url.as_str().into(),
             host: "127.0.0.1".into(),
             port: 0,
-            amqp_prefix: format!("test-{}", &tag[..12]),
+            amqp_prefix: names.amqp_prefix,
             queue_type: QueueType::Quorum,
             write_wait: Duration::from_secs(5),
             retry_delays: [50, 100, 150].map(Duration::from_millis).to_vec(),
@@ -162,15 +142,9 @@ impl TestStack {
     /// Starts the api and waits until it is ready (database and broker).
     pub async fn start_api(&mut self) {
         assert!(self.api.is_none(), "api already running");
-        let app = api::Application::build(self.settings.clone())
-            .await
-            .expect("build api");
-        self.base = format!("http://127.0.0.1:{}/api", app.port());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        self.api = Some(Running { stop, task });
+        let (base, running) = launch_api(self.settings.clone()).await;
+        self.base = base;
+        self.api = Some(running);
         self.eventually("the api is ready", || async {
             self.get("/ready").await.status == 200
         })
@@ -202,15 +176,11 @@ impl TestStack {
     /// Starts one more api, configured by `settings`, next to the stack's own; for replicas or
     /// for an api whose dependencies are missing. Returns its base URL and its stop switch.
     pub async fn spawn_api(&self, settings: Settings) -> ExtraApi {
-        let app = api::Application::build(settings).await.expect("build api");
-        let base = format!("http://127.0.0.1:{}/api", app.port());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let (base, running) = launch_api(settings).await;
         ExtraApi {
+            api: ApiClient::new(self.http.clone(), base.clone()),
             base,
-            running: Running { stop, task },
+            running,
         }
     }
 
@@ -241,7 +211,12 @@ impl TestStack {
         }
     }
 
-    // ---- HTTP client, one method per endpoint -------------------------------------------
+    // ---- HTTP: every method delegates to the stack's [`ApiClient`] ---------------------
+
+    /// A client of the stack's api.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(self.http.clone(), self.base.clone())
+    }
 
     pub async fn request(
         &self,
@@ -250,59 +225,35 @@ impl TestStack {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut request = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("http request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("http body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes))
-            })
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        self.client().request(method, path, body, headers).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.request(Method::GET, path, None, &[]).await
+        self.client().get(path).await
     }
 
     pub async fn create_task(&self, body: Value) -> Reply {
-        self.request(Method::POST, "/tasks", Some(body), &[]).await
+        self.client().create_task(body).await
     }
 
     pub async fn list_tasks(&self) -> Reply {
-        self.get("/tasks").await
+        self.client().list_tasks().await
     }
 
     pub async fn get_task(&self, id: &str) -> Reply {
-        self.get(&format!("/tasks/{id}")).await
+        self.client().get_task(id).await
     }
 
     pub async fn update_task(&self, id: &str, body: Value) -> Reply {
-        self.request(Method::PUT, &format!("/tasks/{id}"), Some(body), &[])
-            .await
+        self.client().update_task(id, body).await
     }
 
     pub async fn delete_task(&self, id: &str) -> Reply {
-        self.request(Method::DELETE, &format!("/tasks/{id}"), None, &[])
-            .await
+        self.client().delete_task(id).await
     }
 
     pub async fn status(&self) -> Reply {
-        self.get("/status").await
+        self.client().status().await
     }
 
     // ---- Direct looks at the database and the broker -------------------------------------
@@ -416,6 +367,17 @@ impl TestStack {
     }
 }
 
+/// Builds an api and runs it in a task on port 0; returns its base URL and its stop switch.
+async fn launch_api(settings: Settings) -> (String, Running) {
+    let app = api::Application::build(settings).await.expect("build api");
+    let base = format!("http://127.0.0.1:{}/api", app.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    (base, Running { stop, task })
+}
+
 impl Drop for TestStack {
     /// Stops the services and removes the database, queues and exchanges, also when the test
     /// failed. Runs on its own thread and runtime, since `Drop` cannot await.
@@ -432,30 +394,8 @@ impl Drop for TestStack {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(cleanup(settings));
+            runtime.block_on(cleanup::remove_stack(&settings));
         })
         .join();
     }
-}
-
-async fn cleanup(settings: Settings) {
-    let topology = Topology::from_settings(&settings);
-    if let Ok(connection) =
-        tasksync_shared::amqp::connect(&settings.amqp_url, "tasksync-test-cleanup").await
-    {
-        if let Ok(channel) = connection.create_channel().await {
-            for queue in topology.queues() {
-                let _ = channel
-                    .queue_delete(queue.into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for exchange in topology.exchanges() {
-                let _ = channel
-                    .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-        }
-        let _ = connection.close(200, "done".into()).await;
-    }
-    services::drop_database(&settings.database_url).await;
 }

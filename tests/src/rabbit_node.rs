@@ -90,24 +90,24 @@ impl RabbitNode {
 
     /// Stops the broker application (connections drop, the port closes); the data stays.
     pub async fn stop_app(&self) {
-        let out = rabbitmqctl(&self.name, &["stop_app"]).unwrap();
-        assert!(
-            out.status.success(),
-            "stop_app: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.ctl("stop_app");
         self.wait_until_listening(false).await;
     }
 
     /// Starts the broker application again; durable queues and persistent messages come back.
     pub async fn start_app(&self) {
-        let out = rabbitmqctl(&self.name, &["start_app"]).unwrap();
+        self.ctl("start_app");
+        self.wait_until_listening(true).await;
+    }
+
+    /// Runs one `rabbitmqctl` command on this node; fails the test when it fails.
+    fn ctl(&self, command: &str) {
+        let out = rabbitmqctl(&self.name, &[command]).unwrap();
         assert!(
             out.status.success(),
-            "start_app: {}",
+            "{command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        self.wait_until_listening(true).await;
     }
 }
 

@@ -1,6 +1,6 @@
-//! Offline-sync helpers: one [`TestStack`] method per sync endpoint, builders of push items,
-//! and a [`Device`] that keeps a replica of the caller's tasks by paging the changes feed, as a
-//! client would.
+//! Offline-sync helpers: one [`TestStack`] method per sync endpoint (delegating to its
+//! [`crate::ApiClient`]), builders of push items, and a [`Device`] that keeps a replica of the
+//! caller's tasks by paging the changes feed, as a client would.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -8,7 +8,6 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -60,31 +59,26 @@ pub fn statuses(reply: &Reply) -> Vec<String> {
 impl TestStack {
     /// `POST /api/batch`.
     pub async fn push(&self, items: &[Value]) -> Reply {
-        self.push_to("/batch", items, &[]).await
+        self.client().push(items).await
     }
 
     /// `POST /api/sync`.
     pub async fn sync(&self, items: &[Value]) -> Reply {
-        self.push_to("/sync", items, &[]).await
+        self.client().sync(items).await
     }
 
     pub async fn push_to(&self, path: &str, items: &[Value], headers: &[(&str, &str)]) -> Reply {
-        let body = json!({ "items": items, "client_timestamp": Utc::now() });
-        self.request(Method::POST, path, Some(body), headers).await
+        self.client().push_to(path, items, headers).await
     }
 
     /// `GET /api/changes`.
     pub async fn changes(&self, since: &str, limit: Option<usize>) -> Reply {
-        let mut path = format!("/changes?since={since}");
-        if let Some(limit) = limit {
-            path.push_str(&format!("&limit={limit}"));
-        }
-        self.get(&path).await
+        self.client().changes(since, limit).await
     }
 
     /// `GET /api/sync/operations/{op_id}`.
     pub async fn operation(&self, op_id: &str) -> Reply {
-        self.get(&format!("/sync/operations/{op_id}")).await
+        self.client().operation(op_id).await
     }
 
     /// Waits until every op id has a decided outcome (none `pending`), and returns them.
