@@ -492,3 +492,51 @@ fn env_example_shows_the_defaults() {
     );
     assert_eq!(lookup("RUST_LOG").as_deref(), Some("info"));
 }
+
+/// Compose durations as written (`35s`, `1m30s`, `500ms`), in milliseconds.
+fn duration_ms(text: &str) -> u64 {
+    let mut total = 0;
+    let mut number = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                1
+            }
+            ('h', _) => 3_600_000,
+            ('m', _) => 60_000,
+            ('s', _) => 1_000,
+            _ => panic!("not a compose duration: {text}"),
+        };
+        total += number.parse::<u64>().expect("a number before the unit") * unit;
+        number.clear();
+    }
+    assert!(number.is_empty(), "a number without a unit in {text}");
+    total
+}
+
+#[test]
+fn docker_waits_longer_than_the_services_take_to_stop() {
+    let compose = compose();
+    let deadline: u64 = env_example()
+        .into_iter()
+        .find(|(name, _)| name == "SHUTDOWN_TIMEOUT_MS")
+        .map(|(_, value)| value.parse().expect("a number of milliseconds"))
+        .expect(".env.example documents SHUTDOWN_TIMEOUT_MS");
+    for name in ["api", "sync-worker"] {
+        let grace = service(&compose, name)["stop_grace_period"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!("`{name}` sets no stop_grace_period (Docker kills after 10 s)")
+            });
+        assert!(
+            duration_ms(grace) > deadline,
+            "`{name}`: stop_grace_period {grace} is not longer than SHUTDOWN_TIMEOUT_MS {deadline}"
+        );
+    }
+}
