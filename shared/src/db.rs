@@ -340,6 +340,40 @@ pub async fn database_ready(pool: &Pool) -> Result<(), NotReady> {
     }
 }
 
+/// A failed database round, classified for the caller: the database could not be reached (wait
+/// and try again; nothing is the operation's fault), or it refused the statement.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database refused the statement: {0}")]
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for RoundError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's own message, without tokio-postgres's "db error: " wrapper.
+        let message = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |db| db.message().to_string());
+        if is_transient(&e) {
+            Self::Unavailable(message)
+        } else {
+            Self::Refused(message)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RoundError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        if pool_error_is_transient(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Refused(e.to_string())
+        }
+    }
+}
+
 /// Whether a database error is about reaching the database rather than about the statement:
 /// the connection is gone, the server is shutting down or starting, or we ran out of time.
 pub fn is_transient(error: &tokio_postgres::Error) -> bool {

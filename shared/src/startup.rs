@@ -6,7 +6,7 @@
 //! wait with it and stop the process only on a refused login, which no retry can fix. Once a
 //! login has succeeded, later refusals are left to the reconnect loops.
 
-use std::future::Future;
+use std::{future::Future, io::Write, process::ExitCode};
 
 use crate::{Settings, amqp, db};
 
@@ -31,5 +31,17 @@ pub async fn run_checked(
     tokio::select! {
         result = service => result,
         result = checks => result,
+    }
+}
+
+/// A binary's exit: on failure the error with its causes on one line to stderr (no backtrace:
+/// these are configuration and connection errors, for an operator) and status 1.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

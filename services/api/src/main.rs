@@ -1,9 +1,12 @@
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tasksync_shared::{
-    Settings, shutdown::shutdown_signal_with_deadline, startup::run_checked, telemetry,
+    Settings,
+    shutdown::shutdown_signal_with_deadline,
+    startup::{self, run_checked},
+    telemetry,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,16 +26,8 @@ enum Command {
     Healthcheck,
 }
 
-/// Runs, and on failure prints the error with its causes on one line to stderr (no backtrace:
-/// these are configuration and connection errors, for an operator) and exits 1.
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let _ = writeln!(std::io::stderr(), "error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    startup::exit_code(run())
 }
 
 #[tokio::main]

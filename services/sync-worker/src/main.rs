@@ -1,8 +1,11 @@
-use std::{io::Write, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tasksync_shared::{
-    Settings, db, shutdown::shutdown_signal_with_deadline, startup::run_checked, telemetry,
+    Settings, db,
+    shutdown::shutdown_signal_with_deadline,
+    startup::{self, run_checked},
+    telemetry,
 };
 
 /// Applies task operations from RabbitMQ to Postgres. Configured by environment variables
@@ -25,16 +28,8 @@ enum Command {
     Healthcheck,
 }
 
-/// Runs, and on failure prints the error with its causes on one line to stderr (no backtrace:
-/// these are configuration and connection errors, for an operator) and exits 1.
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let _ = writeln!(std::io::stderr(), "error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    startup::exit_code(run())
 }
 
 #[tokio::main]

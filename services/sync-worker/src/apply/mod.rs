@@ -16,10 +16,7 @@ mod validate;
 use std::collections::HashMap;
 
 use deadpool_postgres::{Pool, Transaction};
-use tasksync_shared::{
-    Operation, OutcomeReport, Task,
-    db::{is_transient, pool_error_is_transient},
-};
+use tasksync_shared::{Operation, OutcomeReport, Task, db::RoundError};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -42,26 +39,24 @@ pub enum ApplyError {
     Failed(String),
 }
 
+impl From<RoundError> for ApplyError {
+    fn from(e: RoundError) -> Self {
+        match e {
+            RoundError::Unavailable(message) => Self::Unavailable(message),
+            RoundError::Refused(message) => Self::Failed(message),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ApplyError {
     fn from(e: tokio_postgres::Error) -> Self {
-        let message = e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |db| db.message().to_string());
-        if is_transient(&e) {
-            Self::Unavailable(message)
-        } else {
-            Self::Failed(message)
-        }
+        RoundError::from(e).into()
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApplyError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        if pool_error_is_transient(&e) {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Failed(e.to_string())
-        }
+        RoundError::from(e).into()
     }
 }
 

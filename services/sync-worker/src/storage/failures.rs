@@ -12,10 +12,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use serde_json::json;
 use tasksync_shared::{
-    Operation, OutcomeStatus,
-    db::{is_transient, pool_error_is_transient},
-    failure::RecordState,
-    model::SyncStatus,
+    Operation, OutcomeStatus, db::RoundError, failure::RecordState, model::SyncStatus,
     operation::storable_text,
 };
 
@@ -34,39 +31,9 @@ pub struct Failure<'a> {
     pub body: &'a [u8],
 }
 
-/// Why a record could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// The database cannot be reached (or did not answer in time): try again later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database refused the statement: trying again will not help.
-    #[error("database refused the record: {0}")]
-    Refused(String),
-}
-
-impl From<tokio_postgres::Error> for RecordError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        let message = e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |db| db.message().to_string());
-        if is_transient(&e) {
-            Self::Unavailable(message)
-        } else {
-            Self::Refused(message)
-        }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for RecordError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        if pool_error_is_transient(&e) {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Refused(e.to_string())
-        }
-    }
-}
+/// Why a record could not be written: the database could not be reached (hold and try again),
+/// or it refused the record (going ahead is the only way forward).
+pub type RecordError = RoundError;
 
 /// The failure records of one database, each write one bounded round.
 #[derive(Clone, Copy, Debug)]
