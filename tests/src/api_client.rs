@@ -120,6 +120,19 @@ impl ApiClient {
         self.get(&format!("/tasks/{id}")).await
     }
 
+    /// `POST /api/tasks` with `Prefer: respond-async`: answered once published (202).
+    pub async fn create_task_async(&self, body: Value) -> Reply {
+        self.request(Method::POST, "/tasks", Some(body), &[RESPOND_ASYNC])
+            .await
+    }
+
+    /// `PUT /api/tasks/{id}` with `Prefer: respond-async`: answered once published (202).
+    pub async fn update_task_async(&self, id: &str, body: Value) -> Reply {
+        let path = format!("/tasks/{id}");
+        self.request(Method::PUT, &path, Some(body), &[RESPOND_ASYNC])
+            .await
+    }
+
     /// `PUT /api/tasks/{id}`.
     pub async fn update_task(&self, id: &str, body: Value) -> Reply {
         self.request(Method::PUT, &format!("/tasks/{id}"), Some(body), &[])
@@ -183,7 +196,17 @@ impl ApiClient {
         let answer = self.http.get(format!("{}/ready", self.base)).send().await;
         answer.is_ok_and(|r| r.status() == 200)
     }
+
+    /// Whether the api answers `/api/health` with 200 (it serves, whatever its dependencies
+    /// say); false also when nothing listens yet.
+    pub async fn is_serving(&self) -> bool {
+        let answer = self.http.get(format!("{}/health", self.base)).send().await;
+        answer.is_ok_and(|r| r.status() == 200)
+    }
 }
+
+/// The header asking a write to be answered once published, not once applied (SPEC §3).
+const RESPOND_ASYNC: (&str, &str) = ("Prefer", "respond-async");
 
 async fn send(mut request: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Reply {
     for (name, value) in headers {

@@ -332,6 +332,26 @@ impl TestStack {
         bodies: &[Vec<u8>],
         headers: lapin::types::FieldTable,
     ) {
+        let properties = BasicProperties::default().with_headers(headers);
+        self.publish(
+            &self.topology().ops_exchange(),
+            routing_key,
+            bodies,
+            properties,
+        )
+        .await;
+    }
+
+    /// Publishes raw bodies, persistent and mandatory, to any exchange (`""`: the default one,
+    /// which routes to the queue named by `routing_key`) with confirms; every one must be
+    /// routed and acknowledged.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        bodies: &[Vec<u8>],
+        properties: BasicProperties,
+    ) {
         let connection = tasksync_shared::amqp::connect(&self.settings.amqp_url, "tasksync-test")
             .await
             .unwrap();
@@ -343,16 +363,14 @@ impl TestStack {
         for body in bodies {
             let confirm = channel
                 .basic_publish(
-                    self.topology().ops_exchange().into(),
+                    exchange.into(),
                     routing_key.into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()
                     },
                     body,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_headers(headers.clone()),
+                    properties.clone().with_delivery_mode(2),
                 )
                 .await
                 .unwrap()

@@ -39,3 +39,18 @@ pub fn done() -> OperationFields {
         ..Default::default()
     }
 }
+
+impl crate::TestStack {
+    /// Publishes a marker create and waits until it is applied: everything delivered before it
+    /// has been settled (the worker settles a batch in full before it takes the next).
+    pub async fn worker_settled(&self) {
+        let marker = operation(Uuid::new_v4(), OpKind::Create, Utc::now(), title("marker"));
+        let routing_key = tasksync_shared::topology::routing_key(OpKind::Create);
+        self.publish_raw(&routing_key, &[marker.encode().expect("encode the marker")])
+            .await;
+        self.eventually("the marker is applied", || async {
+            self.stored(marker.task_id).await.is_some()
+        })
+        .await;
+    }
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tasksync_tests::TestStack;
+use tasksync_shared::OutcomeStatus::Success;
+use tasksync_tests::{TestStack, op_log::OpLog};
 use uuid::Uuid;
 
 #[path = "api/input.rs"]
@@ -78,12 +79,9 @@ async fn the_seed_examples_work_in_order() {
     assert!(synced_at_set);
     assert!(is_deleted);
     assert_eq!(title.as_deref(), Some("Dance Updated"));
-    let ops = stack.operations_of(id.parse().unwrap()).await;
-    assert_eq!(ops.len(), 3);
-    assert!(
-        ops.iter().all(|(_, outcome)| outcome == "success"),
-        "{ops:?}"
-    );
+    let task = OpLog::task(id.parse().unwrap());
+    assert_eq!(stack.op_log_count(task.clone()).await, 3);
+    assert_eq!(stack.op_log_count(task.outcomes(&[Success])).await, 3);
 }
 
 #[tokio::test]
@@ -131,12 +129,8 @@ async fn an_update_changes_only_the_fields_it_names() {
 async fn prefer_respond_async_answers_202_at_once_and_the_task_syncs_later() {
     let stack = TestStack::start().await;
     let reply = stack
-        .request(
-            Method::POST,
-            "/tasks",
-            Some(json!({"title": "later"})),
-            &[("Prefer", "respond-async")],
-        )
+        .client()
+        .create_task_async(json!({"title": "later"}))
         .await;
     assert_eq!(reply.status, 202, "{reply:?}");
     assert_eq!(reply.body["sync_status"], "pending");
@@ -188,7 +182,10 @@ async fn writes_without_a_worker_are_accepted_and_applied_when_it_returns() {
     let task = stack.get_task(&id).await.body;
     assert_eq!(task["sync_status"], "synced");
     assert_eq!(task["title"], "while down");
-    assert_eq!(stack.operations_of(id.parse().unwrap()).await.len(), 1);
+    assert_eq!(
+        stack.op_log_count(OpLog::task(id.parse().unwrap())).await,
+        1
+    );
     assert_eq!(stack.queue_depth(&stack.topology().work_queue()).await, 0);
 }
 
@@ -196,6 +193,22 @@ async fn writes_without_a_worker_are_accepted_and_applied_when_it_returns() {
 async fn bad_input_gets_a_4xx_naming_the_field_and_never_reaches_the_queue() {
     let stack = TestStack::start().await;
     let id = id_of(&stack.create_task(json!({"title": "existing"})).await.body);
+    bad_fields_are_400s_naming_them(&stack, &id).await;
+    bodies_not_json_are_400_or_415(&stack).await;
+    bad_sizes_routes_methods_ids_and_queries_are_4xx(&stack).await;
+
+    // Nothing of it was published: only the one good create is in the log, the queue is empty.
+    assert_eq!(stack.op_log_count(OpLog::all()).await, 1);
+    assert_eq!(stack.queue_depth(&stack.topology().work_queue()).await, 0);
+    assert_eq!(
+        stack.queue_depth(&stack.topology().parking_queue()).await,
+        0
+    );
+    assert_eq!(stack.get_task(&id).await.body["title"], "existing");
+}
+
+/// Each JSON body with a bad field is a 400 whose message names the field.
+async fn bad_fields_are_400s_naming_them(stack: &TestStack, id: &str) {
     let task_path = format!("/tasks/{id}");
     let long_title = "x".repeat(501);
     let long_description = "x".repeat(10_001);
@@ -266,25 +279,27 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_never_reaches_the_queue() {
             "{method} {path} {body}: {message:?} should name {mention:?}"
         );
     }
+}
 
-    let raw = |body: &'static str, content_type: Option<&'static str>| {
-        let mut request = stack.http.post(format!("{}/tasks", stack.base)).body(body);
-        if let Some(ct) = content_type {
-            request = request.header("content-type", ct);
-        }
-        request.send()
+/// A malformed body is a 400; one without the JSON content type a 415 naming the type.
+async fn bodies_not_json_are_400_or_415(stack: &TestStack) {
+    let api = stack.client();
+    let post = |body: &'static str, content_type: &'static [(&'static str, &'static str)]| {
+        api.request_raw(Method::POST, "/tasks", body, content_type)
     };
-    let malformed = raw("{\"title\": ", Some("application/json")).await.unwrap();
-    assert_eq!(malformed.status(), 400);
-    let no_type = raw("{\"title\": \"t\"}", None).await.unwrap();
-    assert_eq!(no_type.status(), 415);
-    let wrong_type = raw("title=t", Some("application/x-www-form-urlencoded"))
-        .await
-        .unwrap();
-    assert_eq!(wrong_type.status(), 415);
-    let body: Value = wrong_type.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("application/json"));
+    let malformed = post("{\"title\": ", &[("content-type", "application/json")]).await;
+    assert_eq!(malformed.status, 400);
+    let no_type = post("{\"title\": \"t\"}", &[]).await;
+    assert_eq!(no_type.status, 415);
+    let form = &[("content-type", "application/x-www-form-urlencoded")];
+    let wrong_type = post("title=t", form).await;
+    assert_eq!(wrong_type.status, 415);
+    let error = wrong_type.body["error"].as_str().unwrap();
+    assert!(error.contains("application/json"));
+}
 
+/// A body over the limit, an unknown route, a wrong method, a bad id or query: each its 4xx.
+async fn bad_sizes_routes_methods_ids_and_queries_are_4xx(stack: &TestStack) {
     let huge = json!({"title": "t", "description": "x".repeat(3 * 1024 * 1024)});
     let too_large = stack.create_task(huge).await;
     assert_eq!(too_large.status, 413, "{too_large:?}");
@@ -301,21 +316,6 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_never_reaches_the_queue() {
     assert!(bad_id.error_message("/api/tasks/not-a-uuid").contains("id"));
     let bad_query = stack.get("/tasks?include_deleted=maybe").await;
     assert_eq!(bad_query.status, 400);
-
-    // Nothing of it was published: only the one good create is in the log, the queue is empty.
-    let client = stack.db.get().await.unwrap();
-    let logged: i64 = client
-        .query_one("SELECT count(*) FROM operations", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(logged, 1);
-    assert_eq!(stack.queue_depth(&stack.topology().work_queue()).await, 0);
-    assert_eq!(
-        stack.queue_depth(&stack.topology().parking_queue()).await,
-        0
-    );
-    assert_eq!(stack.get_task(&id).await.body["title"], "existing");
 }
 
 #[tokio::test]
@@ -387,43 +387,28 @@ async fn without_a_broker_writes_answer_503_and_ready_names_it() {
     // Nothing listens on port 1.
     settings.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
     let extra = stack.spawn_api(settings).await;
-    let base = extra.base.clone();
 
-    let ready = stack
-        .http
-        .get(format!("{base}/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let ready = extra.api.ready().await;
+    assert_eq!(ready.status, 503);
+    let body = &ready.body;
     assert_eq!(body["checks"]["rabbitmq"]["status"], "down");
     assert_eq!(body["checks"]["postgres"]["status"], "up");
     assert!(body["error"].as_str().unwrap().contains("rabbitmq"));
 
-    let write = stack
-        .http
-        .post(format!("{base}/tasks"))
-        .json(&json!({"title": "not accepted"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(write.status(), 503);
-    assert_eq!(write.headers()["retry-after"], "1");
-    let body: Value = write.json().await.unwrap();
+    let write = extra
+        .api
+        .create_task(json!({"title": "not accepted"}))
+        .await;
+    assert_eq!(write.status, 503);
+    assert_eq!(write.header("retry-after"), Some("1"));
+    let body = &write.body;
     assert!(
         body["error"].as_str().unwrap().contains("not accepted"),
         "{body}"
     );
 
     // Reads still work: they only need Postgres.
-    let list = stack
-        .http
-        .get(format!("{base}/tasks"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(list.status(), 200);
+    assert_eq!(extra.api.list_tasks().await.status, 200);
 
     extra.stop().await;
 }

@@ -15,7 +15,6 @@ use lapin::{
     options::{BasicGetOptions, BasicNackOptions},
     types::FieldTable,
 };
-use reqwest::Method;
 use serde_json::json;
 use sync_worker::{
     consumer::CRASH_LIMIT,
@@ -29,8 +28,9 @@ use tasksync_shared::{
     topology::{DELIVERY_LIMIT, routing_key},
 };
 use tasksync_tests::{
-    TestStack,
+    Reply, TestStack,
     faults::{Failing, ScriptedFaults},
+    op_log::OpLog,
     ops::{operation, title},
     proxy::FaultyProxy,
 };
@@ -65,17 +65,10 @@ async fn failure_record(stack: &TestStack, message_id: &str) -> Option<(String, 
         .map(|r| (r.get(0), r.get(1), r.get::<_, i32>(2) as usize))
 }
 
-async fn submit_async(
-    stack: &TestStack,
-    method: Method,
-    path: &str,
-    body: serde_json::Value,
-) -> Uuid {
-    let reply = stack
-        .request(method, path, Some(body), &[("Prefer", "respond-async")])
-        .await;
+/// The op id of a write answered 202 (accepted, not awaited).
+fn accepted(reply: &Reply) -> Uuid {
     assert_eq!(reply.status, 202, "{reply:?}");
-    reply.header("operation-id").unwrap().parse().unwrap()
+    reply.operation_id()
 }
 
 async fn wait_decided(stack: &TestStack, op_id: Uuid) -> (String, i32, Option<String>, bool) {
@@ -98,13 +91,12 @@ async fn an_operation_that_fails_twice_then_succeeds_is_applied_once_after_three
     let task = Uuid::new_v4();
     faults.fail(task, Failing::Times(2));
 
-    let op_id = submit_async(
-        &stack,
-        Method::POST,
-        "/tasks",
-        json!({"id": task, "title": "flaky"}),
-    )
-    .await;
+    let op_id = accepted(
+        &stack
+            .client()
+            .create_task_async(json!({"id": task, "title": "flaky"}))
+            .await,
+    );
     let (outcome, attempts, last_error, failure_times) = wait_decided(&stack, op_id).await;
     assert_eq!(outcome, "success");
     assert_eq!(attempts, 3);
@@ -119,7 +111,11 @@ async fn an_operation_that_fails_twice_then_succeeds_is_applied_once_after_three
     let stored = stack.get_task(&task.to_string()).await.body;
     assert_eq!(stored["sync_status"], "synced");
     assert_eq!(stored["title"], "flaky");
-    assert_eq!(stack.operations_of(task).await.len(), 1, "applied once");
+    assert_eq!(
+        stack.op_log_count(OpLog::task(task)).await,
+        1,
+        "applied once"
+    );
     assert_eq!(
         failure_record(&stack, &op_id.to_string()).await,
         Some(("resolved".into(), 2, 2))
@@ -139,13 +135,12 @@ async fn an_operation_that_always_fails_is_tried_four_times_with_growing_delays_
     let task: Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
     faults.fail(task, Failing::Always);
 
-    let op_id = submit_async(
-        &stack,
-        Method::PUT,
-        &format!("/tasks/{task}"),
-        json!({"completed": true}),
-    )
-    .await;
+    let op_id = accepted(
+        &stack
+            .client()
+            .update_task_async(&task.to_string(), json!({"completed": true}))
+            .await,
+    );
     let (outcome, attempts, last_error, failure_times) = wait_decided(&stack, op_id).await;
     assert_eq!(outcome, "error");
     assert_eq!(attempts, 4, "1 attempt + 3 retries");
@@ -156,20 +151,7 @@ async fn an_operation_that_always_fails_is_tried_four_times_with_growing_delays_
     );
     assert!(failure_times);
 
-    let seen = faults.attempts_of(op_id);
-    assert_eq!(
-        seen.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        [1, 2, 3, 4]
-    );
-    for (i, delay) in delays.iter().enumerate() {
-        let gap = seen[i + 1].1 - seen[i].1;
-        let delay = Duration::from_millis(*delay);
-        assert!(
-            gap + Duration::from_millis(50) >= delay && gap < delay + Duration::from_millis(1500),
-            "retry {} came after {gap:?}, configured {delay:?}",
-            i + 1
-        );
-    }
+    attempts_came_after_their_delays(&faults.attempts_of(op_id), &delays);
 
     let task_json = stack.get_task(&task.to_string()).await.body;
     assert_eq!(task_json["sync_status"], "error");
@@ -189,9 +171,29 @@ async fn an_operation_that_always_fails_is_tried_four_times_with_growing_delays_
     let status = stack.status().await.body;
     assert_eq!(status["dead_letter_count"], 1, "{status}");
     assert_eq!(status["error_task_count"], 1, "{status}");
+    parked_copy_tells_what_happened(&stack, op_id, task).await;
+}
 
-    // The parked copy carries what happened in headers of our own.
-    let parked = get_one(&stack, &stack.topology().parking_queue())
+/// Attempts 1 to 4, each retry after its configured delay (give or take the broker's timing).
+fn attempts_came_after_their_delays(seen: &[(u32, Instant)], delays: &[u64]) {
+    assert_eq!(
+        seen.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    for (i, delay) in delays.iter().enumerate() {
+        let gap = seen[i + 1].1 - seen[i].1;
+        let delay = Duration::from_millis(*delay);
+        assert!(
+            gap + Duration::from_millis(50) >= delay && gap < delay + Duration::from_millis(1500),
+            "retry {} came after {gap:?}, configured {delay:?}",
+            i + 1
+        );
+    }
+}
+
+/// The parked copy of `op_id` carries what happened in headers of our own.
+async fn parked_copy_tells_what_happened(stack: &TestStack, op_id: Uuid, task: Uuid) {
+    let parked = get_one(stack, &stack.topology().parking_queue())
         .await
         .expect("parked copy");
     let p = &parked.properties;
@@ -406,14 +408,11 @@ async fn while_postgres_is_unreachable_operations_wait_and_spend_no_attempt() {
     proxy.cut();
     let mut ops = Vec::new();
     for i in 0..5 {
-        let op = submit_async(
-            &stack,
-            Method::POST,
-            "/tasks",
-            json!({"title": format!("during {i}")}),
-        )
-        .await;
-        ops.push(op);
+        let reply = stack
+            .client()
+            .create_task_async(json!({"title": format!("during {i}")}))
+            .await;
+        ops.push(accepted(&reply));
     }
     stack
         .eventually("the worker has tried to reconnect", || async {
@@ -488,18 +487,6 @@ impl FaultInjector for Doomed {
     }
 }
 
-/// Publishes a marker operation and waits until it is applied: everything delivered before it
-/// has been settled (the worker settles a batch in full before it takes the next).
-async fn settled(stack: &TestStack) {
-    let marker = op_message(Uuid::new_v4());
-    publish_with_headers(stack, &marker, FieldTable::default()).await;
-    stack
-        .eventually("the marker applies", || async {
-            stack.stored(marker.task_id).await.is_some()
-        })
-        .await;
-}
-
 #[tokio::test]
 async fn a_poison_message_parked_while_postgres_is_unreachable_is_parked_exactly_once() {
     let mut stack = TestStack::start().await;
@@ -526,7 +513,7 @@ async fn a_poison_message_parked_while_postgres_is_unreachable_is_parked_exactly
             stack.failure_records().await == 1 && stack.queue_depth(&parking).await >= 1
         })
         .await;
-    settled(&stack).await;
+    stack.worker_settled().await;
     assert_eq!(
         stack.queue_depth(&parking).await,
         1,
@@ -566,7 +553,7 @@ async fn an_operation_whose_parking_meets_an_unreachable_postgres_is_parked_exac
     let (outcome, attempts, last_error, _) = wait_decided(&stack, op.op_id).await;
     assert_eq!((outcome.as_str(), attempts), ("error", 4));
     assert!(last_error.unwrap().contains("injected failure (attempt 4)"));
-    settled(&stack).await;
+    stack.worker_settled().await;
     assert_eq!(
         stack.queue_depth(&parking).await,
         1,
@@ -594,8 +581,8 @@ async fn an_operation_holding_a_nul_byte_is_decided_once_without_a_redelivery_lo
 
     let (outcome, _, _, _) = wait_decided(&stack, op.op_id).await;
     assert_eq!(outcome, "error");
-    settled(&stack).await;
-    assert_eq!(stack.operations_of(op.task_id).await.len(), 1);
+    stack.worker_settled().await;
+    assert_eq!(stack.op_log_count(OpLog::task(op.task_id)).await, 1);
     assert!(stack.stored(op.task_id).await.is_none());
     // Parked once with its record (a retryable failure), or decided at once (invalid): never
     // copies without records.
@@ -619,7 +606,7 @@ async fn a_failure_whose_error_text_holds_a_nul_byte_is_recorded_and_parked_once
         last_error.unwrap().contains("bad\u{FFFD}byte"),
         "stored with U+0000 replaced"
     );
-    settled(&stack).await;
+    stack.worker_settled().await;
     assert_eq!(
         stack.queue_depth(&stack.topology().parking_queue()).await,
         1

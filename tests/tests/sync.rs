@@ -8,7 +8,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tasksync_shared::{OpKind, Operation, OperationFields, model::to_db_precision};
 use tasksync_tests::{
-    TestStack,
+    Reply, TestStack,
+    op_log::OpLog,
     sync_client::{Device, create, delete, op_id, statuses, update},
 };
 use uuid::Uuid;
@@ -225,8 +226,11 @@ async fn a_push_retried_after_its_response_was_lost_has_no_duplicate_effects_and
         before,
         "nothing rewritten"
     );
-    let logged = stack.operations_of(task).await;
-    assert_eq!(logged.len(), 3, "one log row per operation: {logged:?}");
+    assert_eq!(
+        stack.op_log_count(OpLog::task(task)).await,
+        3,
+        "one log row per operation"
+    );
 }
 
 #[tokio::test]
@@ -393,7 +397,36 @@ async fn a_batch_over_the_limit_is_refused_with_413_naming_the_limit() {
 #[tokio::test]
 async fn bad_items_are_errors_in_their_slots_and_the_rest_of_the_batch_applies() {
     let stack = TestStack::start().await;
-    let t0 = an_hour_ago();
+    let (items, expected) = good_and_bad_items(an_hour_ago());
+    let reply = stack.sync(&items).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    each_slot_is_as_expected(&reply, &items, &expected);
+    let body = &reply.body;
+    assert_eq!(body["success"], false);
+    assert_eq!(body["failed_items"], 8);
+    assert_eq!(body["synced_items"], 2);
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 8);
+    assert_eq!(errors[0]["operation"], "rename");
+    assert_eq!(errors[0]["task_id"], items[0]["task_id"]);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["timestamp"].is_string() && e["error"].is_string())
+    );
+
+    // Only the good items reached the queue and the log.
+    assert_eq!(stack.op_log_count(OpLog::all()).await, 2);
+    assert_eq!(stack.list_tasks().await.body[0]["completed"], true);
+
+    bodies_that_are_not_a_batch_are_400s(&stack).await;
+}
+
+/// The status of a push answer's slot, and the field its error names (if an error).
+type SlotOutcome = (&'static str, Option<&'static str>);
+
+/// A push of two good items among eight bad ones, and the (status, field named) of each slot.
+fn good_and_bad_items(t0: DateTime<Utc>) -> (Vec<Value>, [SlotOutcome; 10]) {
     let good_task = Uuid::new_v4();
     let good = create(good_task, "fine", t0);
     let mut bad_kind = create(Uuid::new_v4(), "x", t0);
@@ -412,7 +445,7 @@ async fn bad_items_are_errors_in_their_slots_and_the_rest_of_the_batch_applies()
     );
     let mut bad_time = update(Uuid::new_v4(), json!({"title": "t"}), t0);
     bad_time["data"]["updated_at"] = json!("last tuesday");
-    let items = [
+    let items = vec![
         bad_kind,
         good,
         create(Uuid::new_v4(), "   ", t0),
@@ -424,8 +457,6 @@ async fn bad_items_are_errors_in_their_slots_and_the_rest_of_the_batch_applies()
         json!("not an item"),
         also_good,
     ];
-    let reply = stack.sync(&items).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
     let expected = [
         ("error", Some("operation")),
         ("success", None),
@@ -438,9 +469,14 @@ async fn bad_items_are_errors_in_their_slots_and_the_rest_of_the_batch_applies()
         ("error", Some("item")),
         ("success", None),
     ];
+    (items, expected)
+}
+
+/// Each slot has its expected status and, for an error, names its field and holds no data.
+fn each_slot_is_as_expected(reply: &Reply, items: &[Value], expected: &[SlotOutcome]) {
     let slots = reply.body["processed_items"].as_array().unwrap();
-    for ((slot, (status, field)), sent) in slots.iter().zip(expected).zip(&items) {
-        assert_eq!(slot["status"], status, "{slot}");
+    for ((slot, (status, field)), sent) in slots.iter().zip(expected).zip(items) {
+        assert_eq!(slot["status"], *status, "{slot}");
         if let Some(field) = field {
             let error = slot["error"].as_str().unwrap();
             assert!(
@@ -454,45 +490,21 @@ async fn bad_items_are_errors_in_their_slots_and_the_rest_of_the_batch_applies()
             sent.get("task_id").cloned().unwrap_or(Value::Null)
         );
     }
-    let body = &reply.body;
-    assert_eq!(body["success"], false);
-    assert_eq!(body["failed_items"], 8);
-    assert_eq!(body["synced_items"], 2);
-    let errors = body["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 8);
-    assert_eq!(errors[0]["operation"], "rename");
-    assert_eq!(errors[0]["task_id"], items[0]["task_id"]);
-    assert!(
-        errors
-            .iter()
-            .all(|e| e["timestamp"].is_string() && e["error"].is_string())
-    );
+}
 
-    // Only the good items reached the queue and the log.
-    let client = stack.db.get().await.unwrap();
-    let logged: i64 = client
-        .query_one("SELECT count(*) FROM operations", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(logged, 2);
-    assert_eq!(stack.list_tasks().await.body[0]["completed"], true);
-
-    // A body that is not a batch at all is a 400 naming `items`; a malformed one a 400 too.
+/// A body that is not a batch at all is a 400 naming `items`; a malformed one a 400 too.
+async fn bodies_that_are_not_a_batch_are_400s(stack: &TestStack) {
     for body in [json!({}), json!({"items": 5}), json!([1, 2])] {
         let reply = stack.request(Method::POST, "/batch", Some(body), &[]).await;
         assert_eq!(reply.status, 400);
         assert!(reply.error_message("/api/batch").starts_with("items: "));
     }
+    let json = [("content-type", "application/json")];
     let malformed = stack
-        .http
-        .post(format!("{}/sync", stack.base))
-        .header("content-type", "application/json")
-        .body("{\"items\": [")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(malformed.status(), 400);
+        .client()
+        .request_raw(Method::POST, "/sync", "{\"items\": [", &json)
+        .await;
+    assert_eq!(malformed.status, 400);
 }
 
 #[tokio::test]
@@ -546,19 +558,12 @@ async fn a_push_the_broker_does_not_accept_is_a_503_for_the_whole_batch() {
     // Nothing listens on port 1.
     settings.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
     let extra = stack.spawn_api(settings).await;
-    let url = format!("{}/batch", extra.base);
 
     let items = [create(Uuid::new_v4(), "not accepted", an_hour_ago())];
-    let reply = stack
-        .http
-        .post(&url)
-        .json(&json!({ "items": items }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 503);
-    assert_eq!(reply.headers()["retry-after"], "1");
-    let body: Value = reply.json().await.unwrap();
+    let reply = extra.api.push(&items).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let body = &reply.body;
     assert!(
         body["error"].as_str().unwrap().contains("push it again"),
         "{body}"

@@ -6,17 +6,14 @@
 use std::{process::Command, sync::Arc, time::Duration};
 
 use clap::Parser;
-use lapin::{
-    BasicProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
-};
-use reqwest::Method;
+use lapin::BasicProperties;
 use serde_json::{Value, json};
 use taskctl::{Cli, CtlError, Io};
-use tasksync_shared::{OpKind, Settings, failure::RecordState};
+use tasksync_shared::{OpKind, OutcomeStatus, Settings, failure::RecordState};
 use tasksync_tests::{
     TestStack,
     faults::{Failing, ScriptedFaults},
+    op_log::OpLog,
     ops,
 };
 use uuid::Uuid;
@@ -93,14 +90,10 @@ async fn stack_with_failing_task() -> (TestStack, Arc<ScriptedFaults>, Uuid) {
 
 async fn park_an_update(stack: &TestStack, task: Uuid) -> Uuid {
     let reply = stack
-        .request(
-            Method::PUT,
-            &format!("/tasks/{task}"),
-            Some(json!({"completed": true})),
-            &[("Prefer", "respond-async")],
-        )
+        .client()
+        .update_task_async(&task.to_string(), json!({"completed": true}))
         .await;
-    let op: Uuid = reply.header("operation-id").unwrap().parse().unwrap();
+    let op = reply.operation_id();
     stack
         .eventually("the update is parked", || async {
             let list = ctl_json(stack, &["dlq", "list"]).await;
@@ -120,44 +113,8 @@ async fn a_parked_operation_is_listed_shown_and_replayed_once_its_cause_is_fixed
     let op = park_an_update(&stack, task).await;
     let parking = stack.topology().parking_queue();
 
-    let list = ctl_json(&stack, &["dlq", "list"]).await;
-    let parked = &list["parked"][0];
-    assert_eq!(parked["op_id"], op.to_string());
-    assert_eq!(parked["task_id"], task.to_string());
-    assert_eq!(parked["user_id"], "default");
-    assert_eq!(parked["attempts"], 4);
-    assert!(
-        parked["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("injected failure")
-    );
-    assert!(parked["age_seconds"].as_i64().unwrap() >= 0);
-    assert_eq!(list["records"], 1);
-    assert_eq!(list["queue_depth"], 1);
-    assert_eq!(list["counts_by_error"][0]["count"], 1);
-
-    let (result, human) = ctl(&stack, &["dlq", "list"], "").await;
-    result.unwrap();
-    assert!(
-        human.contains(&op.to_string()) && human.contains("ATTEMPTS"),
-        "{human}"
-    );
-    let filtered = ctl_json(&stack, &["dlq", "list", "--error", "no such error"]).await;
-    assert_eq!(filtered["parked"], json!([]));
-    let by_task = ctl_json(&stack, &["dlq", "list", "--task", &task.to_string()]).await;
-    assert_eq!(by_task["parked"].as_array().unwrap().len(), 1);
-
-    let shown = ctl_json(&stack, &["dlq", "show", &op.to_string()]).await;
-    assert_eq!(shown["state"], "parked");
-    assert_eq!(shown["history"].as_array().unwrap().len(), 4);
-    assert_eq!(shown["message"]["op_id"], op.to_string());
-    assert_eq!(shown["message"]["fields"]["completed"], true);
-    let (result, human) = ctl(&stack, &["dlq", "show", &op.to_string()], "").await;
-    result.unwrap();
-    assert!(human.contains("attempt 4"), "{human}");
-    let (missing, _) = ctl(&stack, &["dlq", "show", &Uuid::new_v4().to_string()], "").await;
-    assert_eq!(missing.unwrap_err().exit_code(), CtlError::NOT_FOUND);
+    list_shows_the_parked_update(&stack, op, task).await;
+    show_gives_its_history_and_message(&stack, op).await;
 
     // A dry run changes nothing.
     let dry = ctl_json(&stack, &["dlq", "replay", &op.to_string(), "--dry-run"]).await;
@@ -210,6 +167,51 @@ async fn a_parked_operation_is_listed_shown_and_replayed_once_its_cause_is_fixed
     assert_eq!(unknown.unwrap_err().exit_code(), CtlError::NOT_FOUND);
 }
 
+/// `dlq list`, in JSON and for humans, with and without filters, shows the one parked update.
+async fn list_shows_the_parked_update(stack: &TestStack, op: Uuid, task: Uuid) {
+    let list = ctl_json(stack, &["dlq", "list"]).await;
+    let parked = &list["parked"][0];
+    assert_eq!(parked["op_id"], op.to_string());
+    assert_eq!(parked["task_id"], task.to_string());
+    assert_eq!(parked["user_id"], "default");
+    assert_eq!(parked["attempts"], 4);
+    assert!(
+        parked["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure")
+    );
+    assert!(parked["age_seconds"].as_i64().unwrap() >= 0);
+    assert_eq!(list["records"], 1);
+    assert_eq!(list["queue_depth"], 1);
+    assert_eq!(list["counts_by_error"][0]["count"], 1);
+
+    let (result, human) = ctl(stack, &["dlq", "list"], "").await;
+    result.unwrap();
+    assert!(
+        human.contains(&op.to_string()) && human.contains("ATTEMPTS"),
+        "{human}"
+    );
+    let filtered = ctl_json(stack, &["dlq", "list", "--error", "no such error"]).await;
+    assert_eq!(filtered["parked"], json!([]));
+    let by_task = ctl_json(stack, &["dlq", "list", "--task", &task.to_string()]).await;
+    assert_eq!(by_task["parked"].as_array().unwrap().len(), 1);
+}
+
+/// `dlq show` gives the record's history and the parked message; an unknown id is not found.
+async fn show_gives_its_history_and_message(stack: &TestStack, op: Uuid) {
+    let shown = ctl_json(stack, &["dlq", "show", &op.to_string()]).await;
+    assert_eq!(shown["state"], "parked");
+    assert_eq!(shown["history"].as_array().unwrap().len(), 4);
+    assert_eq!(shown["message"]["op_id"], op.to_string());
+    assert_eq!(shown["message"]["fields"]["completed"], true);
+    let (result, human) = ctl(stack, &["dlq", "show", &op.to_string()], "").await;
+    result.unwrap();
+    assert!(human.contains("attempt 4"), "{human}");
+    let (missing, _) = ctl(stack, &["dlq", "show", &Uuid::new_v4().to_string()], "").await;
+    assert_eq!(missing.unwrap_err().exit_code(), CtlError::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn replay_all_returns_every_parked_operation_to_work() {
     let (stack, faults, task) = stack_with_failing_task().await;
@@ -224,16 +226,7 @@ async fn replay_all_returns_every_parked_operation_to_work() {
     assert_eq!(ids, expected);
     stack
         .eventually("both are applied", || async {
-            let client = stack.db.get().await.unwrap();
-            let n: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM operations WHERE op_id = ANY($1) AND outcome = 'success'",
-                    &[&vec![first, second]],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            n == 2
+            successes(&stack, &[first, second]).await == 2
         })
         .await;
     assert_eq!(
@@ -287,12 +280,8 @@ async fn queues_reports_every_queue_with_its_depth_and_consumers() {
     stack.stop_worker().await;
     for title in ["one", "two"] {
         let reply = stack
-            .request(
-                Method::POST,
-                "/tasks",
-                Some(json!({"title": title})),
-                &[("Prefer", "respond-async")],
-            )
+            .client()
+            .create_task_async(json!({"title": title}))
             .await;
         assert_eq!(reply.status, 202);
     }
@@ -338,16 +327,10 @@ async fn parked_records(stack: &TestStack, ops: &[Uuid]) -> i64 {
 }
 
 /// Operations of `ops` applied with the outcome `success`.
-async fn successes(stack: &TestStack, ops: &[Uuid]) -> i64 {
-    let client = stack.db.get().await.unwrap();
-    client
-        .query_one(
-            "SELECT count(*) FROM operations WHERE op_id = ANY($1) AND outcome = 'success'",
-            &[&ops],
-        )
+async fn successes(stack: &TestStack, ops: &[Uuid]) -> u64 {
+    stack
+        .op_log_count(OpLog::ops(ops).outcomes(&[OutcomeStatus::Success]))
         .await
-        .unwrap()
-        .get(0)
 }
 
 fn rabbitmqctl(args: &[&str]) -> String {
@@ -443,38 +426,11 @@ async fn dry_runs_and_partial_replays_spend_none_of_the_parking_queues_delivery_
 /// Publishes `op` straight to the work queue through the default exchange, with the
 /// publisher's own message id, as a client bypassing the operations exchange would.
 async fn publish_to_work_queue(stack: &TestStack, op: &tasksync_shared::Operation, id: &str) {
-    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "tasksync-test")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
-    };
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_message_id(id.into());
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            stack.topology().work_queue().into(),
-            options,
-            &op.encode().unwrap(),
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(
-        matches!(confirm, lapin::Confirmation::Ack(None)),
-        "{confirm:?}"
-    );
-    let _ = connection.close(200, "done".into()).await;
+    let properties = BasicProperties::default().with_message_id(id.into());
+    let queue = stack.topology().work_queue();
+    stack
+        .publish("", &queue, &[op.encode().unwrap()], properties)
+        .await;
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tasksync_tests::{
     Reply, TestStack,
+    op_log::OpLog,
     sync_client::{create, op_id, statuses, update},
 };
 use uuid::Uuid;
@@ -15,13 +16,15 @@ use uuid::Uuid;
 mod connections;
 
 /// Rows in the operation log: what reached the worker.
-async fn logged(stack: &TestStack) -> i64 {
-    let client = stack.db.get().await.unwrap();
-    client
-        .query_one("SELECT count(*) FROM operations", &[])
-        .await
-        .unwrap()
-        .get(0)
+async fn logged(stack: &TestStack) -> u64 {
+    stack.op_log_count(OpLog::all()).await
+}
+
+/// The id of a task created with the title `kept`, which the bad requests must leave alone.
+async fn kept_task(stack: &TestStack) -> String {
+    let created = stack.create_task(json!({"title": "kept"})).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    created.task().id.to_string()
 }
 
 /// Nothing waits in the work or parking queue.
@@ -32,22 +35,20 @@ async fn queues_empty(stack: &TestStack) -> bool {
 
 /// Sends `body` as it is (repeated keys cannot be written with `json!`).
 async fn send_raw(stack: &TestStack, method: Method, path: &str, body: &str) -> Reply {
-    let response = stack
-        .http
-        .request(method, format!("{}{path}", stack.base))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
+    let json = [("content-type", "application/json")];
+    stack
+        .client()
+        .request_raw(method, path, body.to_string(), &json)
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        body,
-    }
+}
+
+/// Sends `body` as JSON and returns the message of the 400 it must get.
+async fn message_of_400(stack: &TestStack, method: Method, path: &str, body: &Value) -> String {
+    let reply = stack
+        .request(method.clone(), path, Some(body.clone()), &[])
+        .await;
+    assert_eq!(reply.status, 400, "{method} {path} {body}: {reply:?}");
+    reply.error_message(&format!("/api{path}"))
 }
 
 fn slot_error(reply: &Reply, i: usize) -> String {
@@ -60,10 +61,7 @@ fn slot_error(reply: &Reply, i: usize) -> String {
 #[tokio::test]
 async fn control_characters_and_invisible_titles_are_400s_naming_the_field_and_never_published() {
     let stack = TestStack::start().await;
-    let id = stack.create_task(json!({"title": "kept"})).await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = kept_task(&stack).await;
     let path = format!("/tasks/{id}");
     let cases = [
         (
@@ -98,11 +96,7 @@ async fn control_characters_and_invisible_titles_are_400s_naming_the_field_and_n
         ),
     ];
     for (method, path, body, expected) in cases {
-        let reply = stack
-            .request(method.clone(), path, Some(body.clone()), &[])
-            .await;
-        assert_eq!(reply.status, 400, "{method} {path} {body}: {reply:?}");
-        let message = reply.error_message(&format!("/api{path}"));
+        let message = message_of_400(&stack, method, path, &body).await;
         assert!(message.starts_with(expected), "{body}: {message}");
     }
 
@@ -198,7 +192,11 @@ async fn an_op_id_reused_within_a_push_with_other_content_is_an_error_and_a_true
     assert_eq!(slots[0]["resolved_data"]["title"], "first");
 
     assert_eq!(stack.get_task(&second.to_string()).await.status, 404);
-    assert_eq!(stack.operations_of(first).await.len(), 1, "published once");
+    assert_eq!(
+        stack.op_log_count(OpLog::task(first)).await,
+        1,
+        "published once"
+    );
     assert_eq!(logged(&stack).await, 1);
 }
 
@@ -218,10 +216,7 @@ async fn a_repeated_key_is_a_400_on_rest_and_an_error_item_in_a_push() {
             .error_message("/api/tasks")
             .starts_with("title: appears more than once")
     );
-    let id = stack.create_task(json!({"title": "kept"})).await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = kept_task(&stack).await;
     let reply = send_raw(
         &stack,
         Method::PUT,
@@ -273,10 +268,7 @@ async fn a_repeated_key_is_a_400_on_rest_and_an_error_item_in_a_push() {
 #[tokio::test]
 async fn bodies_must_be_objects_and_type_errors_name_the_field_in_client_words() {
     let stack = TestStack::start().await;
-    let id = stack.create_task(json!({"title": "kept"})).await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = kept_task(&stack).await;
     let path = format!("/tasks/{id}");
     let cases = [
         (
@@ -317,11 +309,7 @@ async fn bodies_must_be_objects_and_type_errors_name_the_field_in_client_words()
         ),
     ];
     for (method, path, body, expected) in cases {
-        let reply = stack
-            .request(method.clone(), path, Some(body.clone()), &[])
-            .await;
-        assert_eq!(reply.status, 400, "{method} {path} {body}: {reply:?}");
-        let message = reply.error_message(&format!("/api{path}"));
+        let message = message_of_400(&stack, method, path, &body).await;
         assert!(message.starts_with(expected), "{body}: {message}");
         for internal in ["struct", "CreateTask", "UpdateTask", "Option", "elements"] {
             assert!(!message.contains(internal), "{message}");

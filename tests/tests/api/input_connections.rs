@@ -201,12 +201,7 @@ async fn a_silent_connection_does_not_hold_up_shutdown_past_the_header_timeout()
     .await
     .unwrap();
     // Connections are accepted in order: once a later one is answered, the silent one is in.
-    let health = stack
-        .http
-        .get(format!("{}/health", extra.base))
-        .send()
-        .await;
-    assert_eq!(health.unwrap().status(), 200);
+    assert_eq!(extra.api.health().await.status, 200);
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(5), extra.stop())
         .await
@@ -224,22 +219,12 @@ async fn a_stopping_api_finishes_the_request_in_flight() {
     let mut stack = TestStack::start_with(|s| s.write_wait = Duration::from_millis(1_500)).await;
     stack.stop_worker().await;
     let extra = stack.spawn_api(stack.settings.clone()).await;
-    let ready = format!("{}/ready", extra.base);
     stack
-        .eventually("the second api is ready", || async {
-            let answer = stack.http.get(&ready).send().await;
-            answer.is_ok_and(|r| r.status() == 200)
-        })
+        .eventually("the second api is ready", || extra.api.is_ready())
         .await;
-    let url = format!("{}/tasks", extra.base);
-    let client = stack.http.clone();
-    let in_flight = tokio::spawn(async move {
-        client
-            .post(url)
-            .json(&json!({"title": "in flight"}))
-            .send()
-            .await
-    });
+    let api = extra.api.clone();
+    let in_flight =
+        tokio::spawn(async move { api.create_task(json!({"title": "in flight"})).await });
     stack
         .eventually("the write is published", || async {
             stack.queue_depth(&stack.topology().work_queue()).await == 1
@@ -248,6 +233,6 @@ async fn a_stopping_api_finishes_the_request_in_flight() {
     tokio::time::timeout(Duration::from_secs(10), extra.stop())
         .await
         .expect("the api stops once its request is answered");
-    let answer = in_flight.await.unwrap().expect("answered, not cut");
-    assert_eq!(answer.status(), 202);
+    let answer = in_flight.await.expect("answered, not cut");
+    assert_eq!(answer.status, 202, "{answer:?}");
 }

@@ -12,11 +12,10 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use reqwest::Method;
 use serde_json::{Value, json};
 use tasksync_shared::Settings;
 use tasksync_tests::{
-    TestStack,
+    ApiClient, TestStack,
     faults::{Failing, ScriptedFaults},
     processes::{ServiceProcess, free_port},
     proxy::FaultyProxy,
@@ -41,45 +40,30 @@ async fn store_tasks(stack: &TestStack, count: i32, text_len: i32) {
         .unwrap();
 }
 
-/// GETs an absolute URL; (status, headers, JSON body).
-async fn get_url(stack: &TestStack, url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = stack.http.get(url).send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (
-        status,
-        headers,
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
-
-/// The titles of a list page, and the absolute URL of its `rel="next"` link, if any.
-async fn list_page(stack: &TestStack, url: &str) -> (Vec<String>, Option<String>) {
-    let (status, headers, body) = get_url(stack, url).await;
-    assert_eq!(status, 200, "{url}: {body}");
-    let titles = body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["title"].as_str().unwrap().to_string())
-        .collect();
-    let next = headers.get("link").map(|link| {
-        let link = link.to_str().unwrap();
+/// The titles of a list page, and the path of its `rel="next"` link (below `/api`), if any.
+async fn list_page(api: &ApiClient, path: &str) -> (Vec<String>, Option<String>) {
+    let reply = api.get(path).await;
+    assert_eq!(reply.status, 200, "{path}: {reply:?}");
+    let titles = reply.tasks().into_iter().map(|t| t.title).collect();
+    let next = reply.header("link").map(|link| {
         assert!(link.ends_with(">; rel=\"next\""), "{link}");
-        let cursor = headers["x-next-cursor"].to_str().unwrap();
+        let cursor = reply.header("x-next-cursor").unwrap();
         assert!(link.contains(&format!("after={cursor}")), "{link}");
-        let origin = stack.base.trim_end_matches("/api");
-        format!("{origin}{}", &link[1..link.find('>').unwrap()])
+        let target = &link[1..link.find('>').unwrap()];
+        target
+            .strip_prefix("/api")
+            .expect("a link below /api")
+            .to_string()
     });
     (titles, next)
 }
 
-/// Follows `rel="next"` from `url` to the end; every title, and the size of each page.
-async fn list_all(stack: &TestStack, url: &str) -> (Vec<String>, Vec<usize>) {
-    let (mut titles, mut pages, mut next) = (Vec::new(), Vec::new(), Some(url.to_string()));
-    while let Some(url) = next {
+/// Follows `rel="next"` from `path` to the end; every title, and the size of each page.
+async fn list_all(api: &ApiClient, path: &str) -> (Vec<String>, Vec<usize>) {
+    let (mut titles, mut pages, mut next) = (Vec::new(), Vec::new(), Some(path.to_string()));
+    while let Some(path) = next {
         assert!(pages.len() < 50, "the list does not end");
-        let (page, following) = list_page(stack, &url).await;
+        let (page, following) = list_page(api, &path).await;
         pages.push(page.len());
         titles.extend(page);
         next = following;
@@ -93,15 +77,16 @@ async fn a_plain_task_list_is_capped_at_a_thousand_and_links_to_the_rest() {
     store_tasks(&stack, 1_005, 0).await;
     let expected: Vec<String> = (1..=1_005).map(|n| format!("task {n:04}")).collect();
 
-    let (first, next) = list_page(&stack, &format!("{}/tasks", stack.base)).await;
+    let api = stack.client();
+    let (first, next) = list_page(&api, "/tasks").await;
     assert_eq!(first.len(), 1_000, "a plain call gets the first thousand");
     assert_eq!(first, expected[..1_000]);
-    let (titles, pages) = list_all(&stack, &format!("{}/tasks", stack.base)).await;
+    let (titles, pages) = list_all(&api, "/tasks").await;
     assert!(next.is_some());
     assert_eq!(pages, [1_000, 5]);
     assert_eq!(titles, expected, "every task once, in creation order");
 
-    let (titles, pages) = list_all(&stack, &format!("{}/tasks?limit=400", stack.base)).await;
+    let (titles, pages) = list_all(&api, "/tasks?limit=400").await;
     assert_eq!(pages, [400, 400, 205]);
     assert_eq!(titles, expected);
 }
@@ -119,15 +104,15 @@ async fn list_pages_keep_their_filter_and_a_page_stops_at_its_byte_budget() {
         )
         .await
         .unwrap();
-    let (titles, pages) = list_all(&stack, &format!("{}/tasks?limit=1000", stack.base)).await;
+    let api = stack.client();
+    let (titles, pages) = list_all(&api, "/tasks?limit=1000").await;
     assert!(
         pages.len() >= 2 && pages[0] < 450,
         "cut by bytes: {pages:?}"
     );
     assert_eq!(titles.len(), 450, "deleted ones left out on every page");
     assert_eq!(titles.iter().collect::<HashSet<_>>().len(), 450);
-    let url = format!("{}/tasks?limit=1000&include_deleted=true", stack.base);
-    let (titles, _) = list_all(&stack, &url).await;
+    let (titles, _) = list_all(&api, "/tasks?limit=1000&include_deleted=true").await;
     assert_eq!(titles.len(), 500, "include_deleted travels with the link");
 }
 
@@ -169,7 +154,6 @@ async fn reads_without_the_database_are_503_and_ready_names_its_path() {
         ))
         .into();
     let extra = stack.spawn_api(settings).await;
-    let base = extra.base.clone();
     let id = Uuid::new_v4();
     for path in [
         "/tasks".to_string(),
@@ -177,17 +161,19 @@ async fn reads_without_the_database_are_503_and_ready_names_its_path() {
         "/changes".into(),
         format!("/sync/operations/{id}"),
     ] {
-        let (status, headers, body) = get_url(&stack, &format!("{base}{path}")).await;
-        assert_eq!(status, 503, "{path}: {body}");
-        assert_eq!(headers["retry-after"], "1");
+        let reply = extra.api.get(&path).await;
+        let body = &reply.body;
+        assert_eq!(reply.status, 503, "{path}: {body}");
+        assert_eq!(reply.header("retry-after"), Some("1"));
         assert!(
             body["error"].as_str().unwrap().contains("database"),
             "{body}"
         );
         assert_eq!(body["path"], format!("/api{path}"));
     }
-    let (status, _, body) = get_url(&stack, &format!("{base}/ready")).await;
-    assert_eq!(status, 503);
+    let ready = extra.api.ready().await;
+    let body = &ready.body;
+    assert_eq!(ready.status, 503);
     assert_eq!(body["checks"]["postgres"]["status"], "down");
     assert_eq!(body["path"], "/api/ready", "{body}");
     extra.stop().await;
@@ -200,22 +186,17 @@ async fn a_parked_operation_shows_clients_a_safe_error_and_keeps_the_raw_one_for
     let task = Uuid::new_v4();
     faults.fail(task, Failing::Always);
     let reply = stack
-        .request(
-            Method::POST,
-            "/tasks",
-            Some(json!({"id": task, "title": "doomed"})),
-            &[("Prefer", "respond-async")],
-        )
+        .client()
+        .create_task_async(json!({"id": task, "title": "doomed"}))
         .await;
     assert_eq!(reply.status, 202, "{reply:?}");
-    let op_id = reply.header("operation-id").unwrap().to_string();
-    let path = format!("/sync/operations/{op_id}");
+    let op_id = reply.operation_id();
     stack
         .eventually("the operation is parked", || async {
-            stack.get(&path).await.body["status"] == "error"
+            stack.operation(&op_id.to_string()).await.body["status"] == "error"
         })
         .await;
-    let shown = stack.get(&path).await.body;
+    let shown = stack.operation(&op_id.to_string()).await.body;
     let error = shown["last_error"].as_str().unwrap();
     assert_eq!(shown["attempts"], 4);
     assert!(
@@ -227,7 +208,7 @@ async fn a_parked_operation_shows_clients_a_safe_error_and_keeps_the_raw_one_for
     let raw: String = client
         .query_one(
             "SELECT last_error FROM operations WHERE op_id = $1",
-            &[&op_id.parse::<Uuid>().unwrap()],
+            &[&op_id],
         )
         .await
         .unwrap()
@@ -267,18 +248,15 @@ async fn broker_channels(name: &str) -> u64 {
 }
 
 /// Reads the broker's channel count of connection `name` three times while fifty clients call
-/// `status_url` back to back, each answer checked (three tasks queued, no worker).
-async fn channels_while_fifty_clients_call(
-    stack: &TestStack,
-    status_url: &str,
-    name: &str,
-) -> Vec<u64> {
+/// `/api/status` of `api` back to back, each answer checked (three tasks queued, no worker).
+async fn channels_while_fifty_clients_call(api: &ApiClient, name: &str) -> Vec<u64> {
     let calling = AtomicBool::new(true);
     let answers = AtomicU64::new(0);
     let client = || async {
         while calling.load(Ordering::SeqCst) {
-            let (status, _, body) = get_url(stack, status_url).await;
-            assert_eq!(status, 200);
+            let reply = api.status().await;
+            let body = &reply.body;
+            assert_eq!(reply.status, 200);
             assert_eq!(body["sync_queue_size"], 3, "{body}");
             assert_eq!(body["worker_count"], 0, "{body}");
             assert_eq!(body["is_online"], true, "{body}");
@@ -310,27 +288,18 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
     let proxy = FaultyProxy::start(target.parse().unwrap()).await;
     let mut settings = stack.settings.clone();
     settings.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port).into();
-    let api = stack.spawn_api(settings).await;
-    let status_url = format!("{}/status", api.base);
+    let extra = stack.spawn_api(settings).await;
     stack
-        .eventually("the api is ready", || async {
-            get_url(&stack, &format!("{}/ready", api.base)).await.0 == 200
-        })
+        .eventually("the api is ready", || extra.api.is_ready())
         .await;
     let name = api::broker::connection_name(&stack.settings.amqp_prefix);
     stack.stop_worker().await;
     for n in 0..3 {
-        let url = format!("{}/tasks", api.base);
         let body = json!({"title": format!("queued {n}")});
-        let response = stack
-            .http
-            .post(url)
-            .header("Prefer", "respond-async")
-            .json(&body);
-        assert_eq!(response.send().await.unwrap().status(), 202);
+        assert_eq!(extra.api.create_task_async(body).await.status, 202);
     }
 
-    let counts = channels_while_fifty_clients_call(&stack, &status_url, &name).await;
+    let counts = channels_while_fifty_clients_call(&extra.api, &name).await;
     assert!(
         counts.iter().all(|c| *c <= 2),
         "channels under load: {counts:?}"
@@ -339,17 +308,17 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
     // Calls while the broker does not answer: each answers in bounded time.
     proxy.stall();
     let started = Instant::now();
-    let stalled = join_all((0..30).map(|_| get_url(&stack, &status_url))).await;
+    let stalled = join_all((0..30).map(|_| extra.api.status())).await;
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
-    assert!(stalled.iter().all(|(status, _, _)| *status == 200));
+    assert!(stalled.iter().all(|reply| reply.status == 200));
     proxy.restore();
     stack
         .eventually("status sees the broker again", || async {
-            let body = get_url(&stack, &status_url).await.2;
+            let body = extra.api.status().await.body;
             body["broker_online"] == true && body["sync_queue_size"] == 3
         })
         .await;
@@ -358,18 +327,19 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
         channels <= 2,
         "{channels} channels after calls through a stall"
     );
-    api.stop().await;
+    extra.stop().await;
 }
 
 /// Waits until the api process answers its health check (from then on it handles SIGTERM).
 async fn serving(api: &ServiceProcess, port: u16) {
-    let url = format!("http://127.0.0.1:{port}/api/health");
+    let client = ApiClient::new(
+        reqwest::Client::new(),
+        format!("http://127.0.0.1:{port}/api"),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = reqwest::get(&url).await {
-            if response.status() == 200 {
-                return;
-            }
+        if client.is_serving().await {
+            return;
         }
         assert!(
             Instant::now() < deadline,

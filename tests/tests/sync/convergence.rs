@@ -158,10 +158,22 @@ fn seen(task: &Value) -> Seen {
 async fn check(stack: &TestStack, s: Scenario) {
     let t0 = to_db_precision(Utc::now() - Delta::hours(1));
     let tasks: Vec<Uuid> = (0..TASKS).map(|_| Uuid::new_v4()).collect();
+    let (ops, batches, last) = plan(&s, &tasks, t0);
+    push_and_settle(stack, s.pushers, &batches, &last).await;
+    converged(stack, &tasks, &ops).await;
+}
+
+/// The scenario's operations, and the batches that carry them (some items twice), plus a last
+/// batch of items pushed again.
+fn plan(
+    s: &Scenario,
+    tasks: &[Uuid],
+    t0: DateTime<Utc>,
+) -> (Vec<Operation>, Vec<Vec<Value>>, Vec<Value>) {
     let mut streams: Vec<Vec<(Value, Operation)>> = s
         .devices
         .iter()
-        .map(|d| d.iter().rev().map(|spec| build(spec, &tasks, t0)).collect())
+        .map(|d| d.iter().rev().map(|spec| build(spec, tasks, t0)).collect())
         .collect();
     let ops: Vec<Operation> = streams.iter().flatten().map(|(_, op)| op.clone()).collect();
 
@@ -197,9 +209,19 @@ async fn check(stack: &TestStack, s: Scenario) {
             last.push(item);
         }
     }
+    (ops, batches, last)
+}
 
-    let pushers = (0..s.pushers).map(|p| {
-        let mine: Vec<&Vec<Value>> = batches.iter().skip(p).step_by(s.pushers).collect();
+/// Pushes the batches through `pushers` concurrent pushers, then `last`; no item is an error,
+/// and every pending one is waited for.
+async fn push_and_settle(
+    stack: &TestStack,
+    pushers: usize,
+    batches: &[Vec<Value>],
+    last: &[Value],
+) {
+    let pushing = (0..pushers).map(|p| {
+        let mine: Vec<&Vec<Value>> = batches.iter().skip(p).step_by(pushers).collect();
         async move {
             let mut replies = Vec::new();
             for batch in mine {
@@ -208,9 +230,9 @@ async fn check(stack: &TestStack, s: Scenario) {
             replies
         }
     });
-    let mut replies: Vec<_> = join_all(pushers).await.into_iter().flatten().collect();
+    let mut replies: Vec<_> = join_all(pushing).await.into_iter().flatten().collect();
     if !last.is_empty() {
-        replies.push((last.clone(), stack.push(&last).await));
+        replies.push((last.to_vec(), stack.push(last).await));
     }
     let mut pending = Vec::new();
     for (batch, reply) in &replies {
@@ -225,12 +247,16 @@ async fn check(stack: &TestStack, s: Scenario) {
         }
     }
     stack.settle(&pending).await;
+}
 
+/// The server, and a device pulling from an empty cursor, hold for each task what the pure
+/// merge of its operations in timestamp order gives; each operation is logged once.
+async fn converged(stack: &TestStack, tasks: &[Uuid], ops: &[Operation]) {
     let server = stack.server_tasks().await;
     stack.feed_caught_up().await;
     let mut device = Device::new();
     device.pull(stack, Some(50)).await;
-    for task in &tasks {
+    for task in tasks {
         let mine: Vec<Operation> = ops.iter().filter(|o| o.task_id == *task).cloned().collect();
         let want = expected(&mine);
         let key = task.to_string();
@@ -242,7 +268,7 @@ async fn check(stack: &TestStack, s: Scenario) {
         assert_eq!(device.tasks.get(&key), server.get(&key), "the pulled copy");
     }
     let mut logged: HashMap<Uuid, usize> = HashMap::new();
-    for task in &tasks {
+    for task in tasks {
         for (op_id, _) in stack.operations_of(*task).await {
             *logged.entry(op_id).or_default() += 1;
         }

@@ -261,6 +261,36 @@ async fn write_rounds(w: u64, pool: Pool, tasks: Vec<Uuid>, commits: Arc<watch::
     }
 }
 
+/// Reads the feed as a device would, and a naive feed beside it, a page of each in turn (each
+/// counted in `pages`), until the writers have `finished` and the feed has nothing more.
+/// Returns the device, what the naive feed saw, and the naive cursor.
+async fn read_both_feeds(
+    stack: &TestStack,
+    pool: &Pool,
+    finished: &AtomicBool,
+    pages: &watch::Sender<u64>,
+) -> (Device, BTreeMap<Uuid, String>, (String, Uuid)) {
+    let mut device = Device::new();
+    let mut naive_cursor = (String::from("0"), Uuid::nil());
+    let mut naive: BTreeMap<Uuid, String> = BTreeMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(Instant::now() < deadline, "the feed did not settle");
+        let done = finished.load(Ordering::SeqCst);
+        if done {
+            // From here every change has committed; wait until no transaction anywhere holds
+            // the horizon below them, so that an empty page means the feed claims completeness.
+            stack.feed_caught_up().await;
+        }
+        let (rows, has_more) = device.pull_page(stack, Some(7)).await;
+        pages.send_modify(|n| *n += 1);
+        naive.extend(naive_page(pool, &mut naive_cursor).await);
+        if done && rows == 0 && !has_more {
+            return (device, naive, naive_cursor);
+        }
+    }
+}
+
 #[tokio::test]
 async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_of_every_task() {
     let stack = TestStack::start().await;
@@ -303,27 +333,8 @@ async fn paging_while_several_writers_commit_out_of_order_sees_the_final_state_o
         })
     };
 
-    // Read the feed, as a device would, and a naive feed beside it, until the writers are done
-    // and the feed has nothing more.
-    let mut device = Device::new();
-    let mut naive_cursor = (String::from("0"), Uuid::nil());
-    let mut naive: BTreeMap<Uuid, String> = BTreeMap::new();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        assert!(Instant::now() < deadline, "the feed did not settle");
-        let done = finished.load(Ordering::SeqCst);
-        if done {
-            // From here every change has committed; wait until no transaction anywhere holds
-            // the horizon below them, so that an empty page means the feed claims completeness.
-            stack.feed_caught_up().await;
-        }
-        let (rows, has_more) = device.pull_page(&stack, Some(7)).await;
-        pages.send_modify(|n| *n += 1);
-        naive.extend(naive_page(&pool, &mut naive_cursor).await);
-        if done && rows == 0 && !has_more {
-            break;
-        }
-    }
+    let (device, mut naive, mut naive_cursor) =
+        read_both_feeds(&stack, &pool, &finished, &pages).await;
     all_done.await.unwrap();
     loop {
         let page = naive_page(&pool, &mut naive_cursor).await;
