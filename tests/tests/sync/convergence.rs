@@ -20,6 +20,7 @@ use tasksync_shared::{
 };
 use tasksync_tests::{
     TestStack,
+    op_log::OpLog,
     sync_client::{Device, statuses},
 };
 use uuid::Uuid;
@@ -224,7 +225,20 @@ async fn check(stack: &TestStack, s: Scenario) {
             }
         }
     }
-    stack.settle(&pending).await;
+    // Wait on the log, not on the lookup: an update of a task that no pushed create names is
+    // logged but reads `pending` for good.
+    let undecided: Vec<Uuid> = pending
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let logged = undecided.len() as u64;
+    stack
+        .eventually("every pending operation is logged", || async {
+            stack.op_log_count(OpLog::ops(&undecided)).await == logged
+        })
+        .await;
 
     let server = stack.server_tasks().await;
     stack.feed_caught_up().await;
