@@ -12,7 +12,8 @@ use std::{
 };
 
 use lapin::{
-    options::{BasicGetOptions, BasicNackOptions},
+    BasicProperties, Confirmation,
+    options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
 use serde_json::json;
@@ -273,6 +274,66 @@ async fn a_poison_message_is_parked_with_its_reason_and_a_failure_record() {
         .await
         .expect("failure record");
     assert_eq!(state, "parked");
+}
+
+#[tokio::test]
+async fn a_parked_copy_does_not_expire_with_its_original() {
+    let stack = TestStack::start().await;
+    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "test-expiring")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // Undecodable, so parked at its first delivery, and due to expire 300 ms after publishing.
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_expiration("300".into());
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            stack.topology().work_queue().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"\x00expiring",
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(matches!(confirm, Confirmation::Ack(None)), "{confirm:?}");
+    connection.close(200, "done".into()).await.unwrap();
+
+    stack
+        .eventually("the worker parked and recorded it", || async {
+            stack.failure_records().await == 1
+        })
+        .await;
+    let parking = stack.topology().parking_queue();
+    stack
+        .eventually("the parked copy is in the parking queue", || async {
+            stack.queue_depth(&parking).await == 1
+        })
+        .await;
+    // Past the original's expiration, the copy is still there.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(1) {
+        assert_eq!(
+            stack.queue_depth(&parking).await,
+            1,
+            "the parked copy expired after {:?}",
+            watched.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parked = get_one(&stack, &parking).await.unwrap();
+    assert_eq!(parked.delivery.data, b"\x00expiring");
+    assert_eq!(parked.properties.expiration(), &None);
 }
 
 fn op_message(task: Uuid) -> Operation {

@@ -17,7 +17,7 @@ use tasksync_tests::{
     TestStack,
     op_log::OpLog,
     ops::{done, operation as op, title},
-    sync_client::{create, delete, statuses, update},
+    sync_client::{create, delete, op_id, statuses, update},
 };
 use uuid::Uuid;
 
@@ -165,6 +165,36 @@ async fn a_pushed_update_of_a_task_never_created_answers_pending_without_data() 
     assert_eq!(stack.get_task(&task.to_string()).await.status, 404);
     assert_eq!(stack.delete_task(&task.to_string()).await.status, 404);
     assert_eq!(stack.changes("", None).await.body["changes"], json!([]));
+}
+
+#[tokio::test]
+async fn an_update_of_a_task_never_created_reads_pending_by_its_op_id_until_the_create() {
+    let stack = TestStack::start().await;
+    let task = Uuid::new_v4();
+    let at = Utc::now() - Delta::minutes(1);
+    let early = update(task, json!({"completed": true}), at);
+    let early_id = op_id(&early);
+    assert_eq!(statuses(&stack.push(&[early]).await), ["pending"]);
+    let logged = [early_id.parse::<Uuid>().unwrap()];
+    stack
+        .eventually("the update is in the operation log", || async {
+            stack.op_log_count(OpLog::ops(&logged)).await == 1
+        })
+        .await;
+    let looked = stack.operation(&early_id).await;
+    assert_eq!(looked.status, 200, "{looked:?}");
+    assert_eq!(looked.body["status"], "pending", "as the push answered");
+    assert_eq!(looked.body["resolved_data"], Value::Null);
+
+    let reply = stack
+        .push(&[create(task, "t", at - Delta::seconds(1))])
+        .await;
+    // The create's `completed` is older than the update's: that field is a conflict it loses.
+    assert_eq!(statuses(&reply), ["conflict"], "{reply:?}");
+    let looked = stack.operation(&early_id).await;
+    assert_eq!(looked.body["status"], "success", "{looked:?}");
+    assert_eq!(looked.body["resolved_data"]["title"], "t");
+    assert_eq!(looked.body["resolved_data"]["completed"], true);
 }
 
 #[tokio::test]

@@ -24,7 +24,8 @@ use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
 use tokio::sync::watch;
 
 /// Prepares the database (creating it and migrating, retrying until it answers) and consumes
-/// until `shutdown` resolves. The batch in flight when it does is finished or handed back.
+/// until `shutdown` resolves. Every start-up step races it; once consuming, the batch in flight
+/// when it resolves is finished or handed back.
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
@@ -40,20 +41,8 @@ pub async fn run_with_faults(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let work = async {
-        let mut backoff = Backoff::new();
-        loop {
-            match db::migrate(&settings.database_url).await {
-                Ok(()) => break,
-                Err(error) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(%error, ?delay, "cannot prepare the database yet; retrying");
-                    let mut stop = stop.clone();
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stopped(&mut stop) => return Ok(()),
-                    }
-                }
-            }
+        if !prepare_database(&settings, stop.clone()).await {
+            return Ok(());
         }
         let pool = db::pool_for(&settings)?;
         consumer::consume(&settings, &pool, injector, stop.clone()).await;
@@ -67,6 +56,28 @@ pub async fn run_with_faults(
     tokio::select! {
         result = work => result,
         () = signal => Ok(()),
+    }
+}
+
+/// Creates and migrates the database, retrying with backoff until it answers. Every attempt
+/// races `stop`: a database that accepts connections and never answers must not hold up a
+/// shutdown. Returns false when stopped first.
+async fn prepare_database(settings: &Settings, mut stop: watch::Receiver<bool>) -> bool {
+    let mut backoff = Backoff::new();
+    loop {
+        let migrated = tokio::select! {
+            migrated = db::migrate(&settings.database_url) => migrated,
+            () = stopped(&mut stop) => return false,
+        };
+        let Err(error) = migrated else {
+            return true;
+        };
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, ?delay, "cannot prepare the database yet; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => return false,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tasksync_tests::processes::BareProcess;
+use tasksync_tests::{processes::BareProcess, services};
 use tokio::net::TcpListener;
 
 use super::{NOWHERE_DB, NOWHERE_MQ, SERVICES, env_with};
@@ -104,12 +104,39 @@ async fn sigterm_stops_a_service_whose_database_and_broker_never_answer() {
                 signalled.elapsed()
             )
         });
-        // Either it stopped cleanly, or the deadline stopped it and said so.
+        // Stopped by itself: the deadline would have exited 1 and said so.
+        assert_eq!(status.code(), Some(0), "{binary}: {status:?}\n{stdout}");
         assert!(
-            status.success() || stdout.contains("SHUTDOWN_TIMEOUT_MS"),
-            "{binary}: {status:?}\n{stdout}"
+            !stdout.contains("SHUTDOWN_TIMEOUT_MS"),
+            "{binary}: {stdout}"
         );
     }
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_worker_whose_broker_never_answers_once_its_database_is_ready() {
+    let name = format!(
+        "tasksync_cfg_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let db_url = services::get().await.database_url(&name);
+    let mut mq = Silent::start().await;
+    let mq_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", mq.url_port);
+    let vars = env_with(&db_url, &mq_url, &[("SHUTDOWN_TIMEOUT_MS", DEADLINE_MS)]);
+    let mut process = BareProcess::spawn("sync-worker", &vars);
+    // The login check's connection and, once migrated, the consumer's: both stuck.
+    let _check_held = mq.wait_for_a_connection().await;
+    let _consumer_held = mq.wait_for_a_connection().await;
+    process.terminate();
+    let status = process.wait_exit(DEADLINE + SLACK).await;
+    let stdout = process.stdout();
+    services::drop_database(&db_url).await;
+    assert!(stdout.contains("applied migration"), "{stdout}");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{status:?}\n{stdout}"
+    );
 }
 
 #[tokio::test]

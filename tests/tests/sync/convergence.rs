@@ -20,6 +20,7 @@ use tasksync_shared::{
 };
 use tasksync_tests::{
     TestStack,
+    op_log::OpLog,
     sync_client::{Device, statuses},
 };
 use uuid::Uuid;
@@ -246,7 +247,20 @@ async fn push_and_settle(
             }
         }
     }
-    stack.settle(&pending).await;
+    // Wait on the log, not on the lookup: an update of a task that no pushed create names is
+    // logged but reads `pending` for good.
+    let undecided: Vec<Uuid> = pending
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let logged = undecided.len() as u64;
+    stack
+        .eventually("every pending operation is logged", || async {
+            stack.op_log_count(OpLog::ops(&undecided)).await == logged
+        })
+        .await;
 }
 
 /// The server, and a device pulling from an empty cursor, hold for each task what the pure

@@ -2,8 +2,10 @@
 //! told `pending` (or lost its answer).
 //!
 //! Decided operations come from the operation log; one the worker is still retrying comes from
-//! its failure record as `pending` with its attempts and last error. An op id neither knows is
-//! 404: still waiting in the queue, or never accepted.
+//! its failure record as `pending` with its attempts and last error. An update or delete of a
+//! task never created (no title yet) reads `pending` with no task, as the push answered it,
+//! until a create gives the task its title. An op id neither knows is 404: still waiting in the
+//! queue, or never accepted.
 //!
 //! `last_error` is client-safe: a rejection's reason as the worker gave it, or, for an
 //! operation whose attempts failed, how many failed and what kind of failure it was. The
@@ -15,7 +17,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tasksync_shared::Task;
+use tasksync_shared::{OutcomeStatus, Task, operation::ItemStatus};
 use uuid::Uuid;
 
 use crate::{
@@ -61,7 +63,9 @@ pub async fn operation(
                 "operation not found: not decided yet (still queued) or never accepted".into(),
             )
         })?;
-    // Scoped to the caller: an operation on someone else's task shows no task.
+    let status = shown_status(&record).to_string();
+    // Scoped to the caller: an operation on someone else's task shows no task, nor does one on
+    // a task never created (a row with no title is no task yet).
     let task = state
         .db_round(storage::find_task(&state.db, &user, record.task_id))
         .await?;
@@ -70,7 +74,7 @@ pub async fn operation(
         op_id: record.op_id,
         task_id: record.task_id,
         operation: record.kind,
-        status: record.status,
+        status,
         attempts: record.attempts,
         last_error,
         client_timestamp: record.client_ts,
@@ -81,6 +85,17 @@ pub async fn operation(
         resolved_data: task,
         server_time: Utc::now(),
     }))
+}
+
+/// The status a client reads: the recorded one, except that an operation merged into a task
+/// that has no title yet is `pending` (the worker's rule: it is decided for good only once a
+/// create gives the task a title, and the push answered `pending` for it). An `error` stays.
+fn shown_status(record: &OperationRecord) -> &str {
+    if record.awaiting_create && record.status != OutcomeStatus::Error.as_str() {
+        ItemStatus::Pending.as_str()
+    } else {
+        &record.status
+    }
 }
 
 /// What a client may read of an operation's last error. A rejection's reason (an invalid
@@ -134,7 +149,23 @@ mod tests {
             decided_at: None,
             first_failed_at: failed.then(Utc::now),
             last_failed_at: None,
+            awaiting_create: false,
         }
+    }
+
+    #[test]
+    fn an_operation_on_a_task_never_created_reads_pending_until_its_create() {
+        for logged in ["success", "conflict"] {
+            let mut merged = record(logged, 1, "", false);
+            assert_eq!(shown_status(&merged), logged);
+            merged.awaiting_create = true;
+            assert_eq!(shown_status(&merged), "pending", "{logged}");
+        }
+        let rejected = OperationRecord {
+            awaiting_create: true,
+            ..record("error", 1, "title: must not be blank", false)
+        };
+        assert_eq!(shown_status(&rejected), "error");
     }
 
     #[test]

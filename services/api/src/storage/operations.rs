@@ -1,5 +1,5 @@
-//! Reading one operation's outcome: the operation log once decided, else its failure record
-//! while the worker retries it.
+//! Reading one operation's outcome: the operation log once decided (with whether its task
+//! still waits for a create), else its failure record while the worker retries it.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -26,6 +26,9 @@ pub struct OperationRecord {
     pub decided_at: Option<DateTime<Utc>>,
     pub first_failed_at: Option<DateTime<Utc>>,
     pub last_failed_at: Option<DateTime<Utc>>,
+    /// Its task has a row but no title yet: the operation was merged into a hidden row and
+    /// waits for a create, as the worker reported it (`pending`).
+    pub awaiting_create: bool,
 }
 
 impl OperationRecord {
@@ -47,6 +50,7 @@ impl OperationRecord {
             decided_at: row.try_get("decided_at")?,
             first_failed_at: row.try_get("first_failed_at")?,
             last_failed_at: row.try_get("last_failed_at")?,
+            awaiting_create: row.try_get("awaiting_create")?,
         })
     }
 
@@ -72,6 +76,7 @@ impl OperationRecord {
             decided_at: None,
             first_failed_at: row.try_get("first_failed_at")?,
             last_failed_at: row.try_get("last_failed_at")?,
+            awaiting_create: false,
         })
     }
 }
@@ -88,8 +93,10 @@ pub async fn find_operation(
     let decided = client
         .query_opt(
             "SELECT op_id, task_id, kind, outcome, attempts, last_error, client_ts, received_at, \
-                    decided_at, first_failed_at, last_failed_at \
-             FROM operations WHERE op_id = $1 AND user_id = $2",
+                    decided_at, first_failed_at, last_failed_at, \
+                    EXISTS (SELECT 1 FROM tasks t WHERE t.id = o.task_id AND t.title IS NULL) \
+                      AS awaiting_create \
+             FROM operations o WHERE op_id = $1 AND user_id = $2",
             &[&op_id, &user],
         )
         .await?;

@@ -1,5 +1,6 @@
 //! Talking to the broker about one delivery: copies published with confirms (retry, parked,
-//! counted redelivery) and the headers they carry, acks and nacks, and best-effort replies.
+//! counted redelivery) and the properties and headers they carry, acks and nacks, and
+//! best-effort replies.
 
 use chrono::Utc;
 use lapin::{
@@ -34,11 +35,7 @@ pub(super) async fn publish_copy(
                 ..Default::default()
             },
             &delivery.data,
-            delivery
-                .properties
-                .clone()
-                .with_delivery_mode(2)
-                .with_headers(headers),
+            copy_properties(&delivery.properties, headers),
         )
         .await?;
     match tokio::time::timeout(AMQP_TIMEOUT, confirm).await?? {
@@ -46,6 +43,58 @@ pub(super) async fn publish_copy(
         other => {
             anyhow::bail!("broker did not take the copy for {exchange}/{routing_key}: {other:?}")
         }
+    }
+}
+
+/// The properties of a copy (retry, parked, counted redelivery): persistent, with `headers`,
+/// and those of the original that say what the message is and where its answer goes (message
+/// and correlation ids, reply-to, content type and encoding, type, app id, timestamp,
+/// priority). Not carried, because they belong to the original publish:
+/// - `expiration`: the copy would expire from the delay or parking queue; the parking queue
+///   has no dead-letter target, so a parked operation would be dropped silently;
+/// - `user_id`: the broker refuses a publish whose `user_id` is not the publishing login, and
+///   the worker may log in as another user than the publisher;
+/// - `cluster_id`: reserved by AMQP 0-9-1.
+pub(super) fn copy_properties(original: &BasicProperties, headers: FieldTable) -> BasicProperties {
+    let copy = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    let copy = carry(
+        copy,
+        original.message_id(),
+        BasicProperties::with_message_id,
+    );
+    let copy = carry(
+        copy,
+        original.correlation_id(),
+        BasicProperties::with_correlation_id,
+    );
+    let copy = carry(copy, original.reply_to(), BasicProperties::with_reply_to);
+    let copy = carry(
+        copy,
+        original.content_type(),
+        BasicProperties::with_content_type,
+    );
+    let copy = carry(
+        copy,
+        original.content_encoding(),
+        BasicProperties::with_content_encoding,
+    );
+    let copy = carry(copy, original.kind(), BasicProperties::with_type);
+    let copy = carry(copy, original.app_id(), BasicProperties::with_app_id);
+    let copy = carry(copy, original.timestamp(), BasicProperties::with_timestamp);
+    carry(copy, original.priority(), BasicProperties::with_priority)
+}
+
+/// `copy` with `value` set through `with`, when the original had one.
+fn carry<T: Clone>(
+    copy: BasicProperties,
+    value: &Option<T>,
+    with: fn(BasicProperties, T) -> BasicProperties,
+) -> BasicProperties {
+    match value {
+        Some(value) => with(copy, value.clone()),
+        None => copy,
     }
 }
 
@@ -116,4 +165,61 @@ pub(super) async fn requeue(delivery: &Delivery) -> anyhow::Result<()> {
 async fn bounded(action: impl Future<Output = lapin::Result<bool>>) -> anyhow::Result<()> {
     tokio::time::timeout(AMQP_TIMEOUT, action).await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::{AMQPValue, ShortString};
+
+    use super::*;
+
+    fn headers(name: &str) -> FieldTable {
+        let mut headers = FieldTable::default();
+        headers.insert(name.into(), AMQPValue::Boolean(true));
+        headers
+    }
+
+    #[test]
+    fn a_copy_keeps_what_identifies_the_message_and_drops_what_belongs_to_its_publish() {
+        let original = BasicProperties::default()
+            .with_delivery_mode(1)
+            .with_headers(headers("x-original"))
+            .with_message_id("m-1".into())
+            .with_correlation_id("c-1".into())
+            .with_reply_to("amq.gen-reply".into())
+            .with_content_type("application/json".into())
+            .with_content_encoding("identity".into())
+            .with_type("operation".into())
+            .with_app_id("api".into())
+            .with_timestamp(1_700_000_000)
+            .with_priority(3)
+            .with_expiration("300".into())
+            .with_user_id("publisher".into())
+            .with_cluster_id("c".into());
+        let copy = copy_properties(&original, headers("x-copy"));
+        let expected = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers("x-copy"))
+            .with_message_id("m-1".into())
+            .with_correlation_id("c-1".into())
+            .with_reply_to("amq.gen-reply".into())
+            .with_content_type("application/json".into())
+            .with_content_encoding("identity".into())
+            .with_type("operation".into())
+            .with_app_id("api".into())
+            .with_timestamp(1_700_000_000)
+            .with_priority(3);
+        assert_eq!(copy, expected);
+        assert_eq!(copy.expiration(), &None::<ShortString>);
+        assert_eq!(copy.user_id(), &None::<ShortString>);
+    }
+
+    #[test]
+    fn a_copy_of_a_bare_message_is_persistent_with_its_headers_only() {
+        let copy = copy_properties(&BasicProperties::default(), headers("x-copy"));
+        let expected = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers("x-copy"));
+        assert_eq!(copy, expected);
+    }
 }

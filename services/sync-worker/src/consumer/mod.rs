@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 use deadpool_postgres::Pool;
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
-    Channel, Consumer,
+    Channel, Connection, Consumer,
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
@@ -50,6 +50,8 @@ struct Ctx<'a> {
 }
 
 /// Consumes until `stop` turns true, reconnecting whenever the broker connection is lost.
+/// Connecting and setting up race `stop`: a broker that accepts TCP and never answers, or
+/// stops answering mid-handshake, must not hold up a shutdown.
 pub async fn consume(
     settings: &Settings,
     pool: &Pool,
@@ -59,28 +61,39 @@ pub async fn consume(
     let topology = Topology::from_settings(settings);
     let mut backoff = Backoff::new();
     loop {
-        match session(settings, &topology, pool, &*faults, &mut stop, &mut backoff).await {
-            Ok(()) => return,
-            Err(error) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %format!("{error:#}"), ?delay, "broker session ended; reconnecting");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stopped(&mut stop) => return,
-                }
+        let opened = tokio::select! {
+            opened = open(settings, &topology) => opened,
+            () = stopped(&mut stop) => return,
+        };
+        let result = match opened {
+            Ok(open) => {
+                backoff.reset();
+                session(settings, &topology, pool, &*faults, open, &mut stop).await
             }
+            Err(error) => Err(error),
+        };
+        let Err(error) = result else {
+            return;
+        };
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %format!("{error:#}"), ?delay, "broker session ended; reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => return,
         }
     }
 }
 
-async fn session(
-    settings: &Settings,
-    topology: &Topology,
-    pool: &Pool,
-    faults: &dyn FaultInjector,
-    stop: &mut watch::Receiver<bool>,
-    backoff: &mut Backoff,
-) -> anyhow::Result<()> {
+/// A connection set up for consuming: the topology declared, the consumer started with its
+/// prefetch, and a publisher channel in confirm mode.
+struct Open {
+    connection: Connection,
+    channel: Channel,
+    publisher: Channel,
+    consumer: Consumer,
+}
+
+async fn open(settings: &Settings, topology: &Topology) -> anyhow::Result<Open> {
     let connection = amqp::connect(&settings.amqp_url, "tasksync-sync-worker").await?;
     let channel = connection.create_channel().await?;
     topology.declare(&channel).await?;
@@ -92,7 +105,7 @@ async fn session(
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             topology.work_queue().into(),
             "".into(),
@@ -101,8 +114,30 @@ async fn session(
         )
         .await?;
     tracing::info!(queue = %topology.work_queue(), prefetch = settings.prefetch, "consuming");
-    backoff.reset();
+    Ok(Open {
+        connection,
+        channel,
+        publisher,
+        consumer,
+    })
+}
 
+/// Consumes on an open connection until `stop` (then cancels and closes, bounded) or until the
+/// session breaks (an error).
+async fn session(
+    settings: &Settings,
+    topology: &Topology,
+    pool: &Pool,
+    faults: &dyn FaultInjector,
+    open: Open,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Open {
+        connection,
+        channel,
+        publisher,
+        mut consumer,
+    } = open;
     let ctx = Ctx {
         settings,
         topology,
