@@ -187,7 +187,12 @@ impl Settings {
             db_pool_size: positive(&get, "DB_POOL_SIZE")?.unwrap_or(d.db_pool_size),
             body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
             max_batch_items: positive(&get, "MAX_BATCH_ITEMS")?.unwrap_or(d.max_batch_items),
-            edge: EdgeSettings::from_lookup(&get)?,
+            edge: EdgeSettings::from_variables(edge::EdgeVariables {
+                rate_limit_rps: parse(&get, "RATE_LIMIT_RPS")?,
+                rate_limit_burst: parse(&get, "RATE_LIMIT_BURST")?,
+                queue_high_water: parse(&get, "QUEUE_HIGH_WATER")?,
+                cors_allowed_origins: get("CORS_ALLOWED_ORIGINS"),
+            })?,
             db_timeout: positive(&get, "DB_TIMEOUT_MS")?
                 .map(millis)
                 .unwrap_or(d.db_timeout),

@@ -8,7 +8,7 @@
 
 use std::num::NonZeroU32;
 
-use super::{ConfigError, parse};
+use super::ConfigError;
 
 /// Default `QUEUE_HIGH_WATER`.
 pub const DEFAULT_QUEUE_HIGH_WATER: u32 = 100_000;
@@ -17,7 +17,7 @@ pub const DEFAULT_QUEUE_HIGH_WATER: u32 = 100_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EdgeSettings {
     /// `RATE_LIMIT_RPS` / `RATE_LIMIT_BURST`: the per-user token bucket; `None` (RPS 0, the
-    /// default) is off.
+    /// default) is off. A burst of 0 (the default) is the rate.
     pub rate_limit: Option<RateLimit>,
     /// `QUEUE_HIGH_WATER`: ready messages in the work queue above which writes get 429;
     /// `None` (0) is off.
@@ -55,33 +55,34 @@ pub enum AllowedOrigins {
     List(Vec<String>),
 }
 
+/// The variables as read (numbers parsed) by `Settings::from_lookup`, which names every
+/// variable it reads in one place.
+#[derive(Debug, Default)]
+pub(super) struct EdgeVariables {
+    pub rate_limit_rps: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    pub queue_high_water: Option<u32>,
+    pub cors_allowed_origins: Option<String>,
+}
+
 impl EdgeSettings {
-    pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(super) fn from_variables(vars: EdgeVariables) -> Result<Self, ConfigError> {
         let d = Self::default();
-        let rps: u32 = parse(get, "RATE_LIMIT_RPS")?.unwrap_or(0);
-        let burst: Option<u32> = parse(get, "RATE_LIMIT_BURST")?;
-        let rate_limit = match NonZeroU32::new(rps) {
-            None => None,
-            Some(per_second) => Some(RateLimit {
+        let rate_limit = NonZeroU32::new(vars.rate_limit_rps.unwrap_or(0)).map(|per_second| {
+            RateLimit {
                 per_second,
-                // Unset: a second's worth of requests at once.
-                burst: match burst {
-                    None => per_second,
-                    Some(b) => NonZeroU32::new(b).ok_or_else(|| ConfigError {
-                        name: "RATE_LIMIT_BURST",
-                        value: get("RATE_LIMIT_BURST").unwrap_or_default(),
-                        reason: "must be at least 1 while RATE_LIMIT_RPS is set \
-                                 (RATE_LIMIT_RPS=0 turns the limit off)"
-                            .into(),
-                    })?,
-                },
-            }),
-        };
-        let queue_high_water = match parse::<u32>(get, "QUEUE_HIGH_WATER")? {
+                // Unset or 0: a second's worth of requests at once.
+                burst: vars
+                    .rate_limit_burst
+                    .and_then(NonZeroU32::new)
+                    .unwrap_or(per_second),
+            }
+        });
+        let queue_high_water = match vars.queue_high_water {
             Some(n) => NonZeroU32::new(n),
             None => d.queue_high_water,
         };
-        let cors_allowed_origins = match get("CORS_ALLOWED_ORIGINS") {
+        let cors_allowed_origins = match vars.cors_allowed_origins {
             Some(value) => allowed_origins(&value)?,
             None => d.cors_allowed_origins,
         };
@@ -157,12 +158,13 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Through `Settings::from_lookup`, as the services read them.
     fn from(vars: &[(&str, &str)]) -> Result<EdgeSettings, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        EdgeSettings::from_lookup(&|name| map.get(name).cloned())
+        crate::Settings::from_lookup(|name| map.get(name).cloned()).map(|s| s.edge)
     }
 
     fn nz(n: u32) -> NonZeroU32 {
@@ -179,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_burst_defaults_to_the_rate_and_zero_turns_things_off() {
+    fn the_burst_defaults_to_the_rate_and_zero_turns_limits_off() {
         let limit = |vars: &[(&str, &str)]| from(vars).unwrap().rate_limit;
         assert_eq!(
             limit(&[("RATE_LIMIT_RPS", "5")]),
@@ -199,8 +201,17 @@ mod tests {
             limit(&[("RATE_LIMIT_RPS", "0"), ("RATE_LIMIT_BURST", "9")]),
             None
         );
-        let e = from(&[("RATE_LIMIT_RPS", "5"), ("RATE_LIMIT_BURST", "0")]).unwrap_err();
-        assert_eq!(e.name, "RATE_LIMIT_BURST");
+        assert_eq!(
+            limit(&[("RATE_LIMIT_RPS", "5"), ("RATE_LIMIT_BURST", "0")]),
+            Some(RateLimit {
+                per_second: nz(5),
+                burst: nz(5)
+            })
+        );
+        assert_eq!(
+            from(&[("RATE_LIMIT_BURST", "x")]).unwrap_err().name,
+            "RATE_LIMIT_BURST"
+        );
         assert_eq!(
             from(&[("RATE_LIMIT_RPS", "-1")]).unwrap_err().name,
             "RATE_LIMIT_RPS"
