@@ -6,14 +6,17 @@
 //!   the [`CurrentUser`] the authentication layer put in the request (the default user when
 //!   there is none), so one user's burst never limits another. Every `/api` request takes a
 //!   token except the probes (`/api/health`, `/api/ready`); this layer sits inside
-//!   authentication, so a refused token costs nobody a token. The buckets of users whose bucket
+//!   authentication, so a request refused for its credentials (401) costs nobody a rate
+//!   token. The buckets of users whose bucket
 //!   is full again are dropped every [`PRUNE_EVERY`]: memory follows the users active lately,
 //!   not every user ever seen.
 //! - High water (`QUEUE_HIGH_WATER`): task writes (`POST`, `PUT`, `DELETE` under `/api/tasks`,
 //!   `/api/batch`, `/api/sync`) are refused while the work queue holds more ready messages than
 //!   that; reads go on. The depth comes from the broker's shared sampler (one channel, one
-//!   sample a second for every caller). An unknown depth (broker down) refuses nothing: the
-//!   publish answers 503 by itself.
+//!   sample a second for every caller, so a write may be let through for up to a second after
+//!   the queue went over). An unknown depth (broker down) refuses nothing: the publish answers
+//!   503 by itself. While a sampling is under way a write waits for it, at most the sampler's
+//!   own 2 s when the broker does not answer.
 
 use std::{
     num::NonZeroU32,
@@ -168,13 +171,11 @@ pub async fn guard(State(throttle): State<Throttle>, request: Request, next: Nex
 
 /// A task write: what publishes an operation.
 fn is_write(method: &Method, path: &str) -> bool {
-    matches!(
-        *method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) && (path == "/api/tasks"
-        || path.starts_with("/api/tasks/")
-        || path == "/api/batch"
-        || path == "/api/sync")
+    matches!(*method, Method::POST | Method::PUT | Method::DELETE)
+        && (path == "/api/tasks"
+            || path.starts_with("/api/tasks/")
+            || path == "/api/batch"
+            || path == "/api/sync")
 }
 
 /// `Retry-After` for a wait: whole seconds, rounded up, at least 1.

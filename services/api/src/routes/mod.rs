@@ -38,8 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status::status))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        // Keep this layer before (inside) authentication's: a refused token costs no user a
-        // rate token.
+        // Keep this layer before (inside) authentication's: a 401 costs no user a rate token.
         .layer(middleware::from_fn_with_state(
             Throttle::new(&state.settings.edge, state.broker.clone()),
             throttle::guard,
