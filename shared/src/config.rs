@@ -8,9 +8,11 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
+mod edge;
 mod secret;
 mod urls;
 
+pub use edge::{AllowedOrigins, DEFAULT_QUEUE_HIGH_WATER, EdgeSettings, RateLimit};
 pub use secret::{MASK, SecretUrl, redact};
 
 /// Default user every request acts as until authentication exists.
@@ -47,6 +49,9 @@ pub struct Settings {
     pub body_limit: usize,
     /// `MAX_BATCH_ITEMS`: most items one `/api/batch` or `/api/sync` request may carry.
     pub max_batch_items: usize,
+    /// `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST`, `QUEUE_HIGH_WATER`, `CORS_ALLOWED_ORIGINS`: the
+    /// per-user rate, the work-queue high water and the browser origins ([`EdgeSettings`]).
+    pub edge: EdgeSettings,
     /// `DB_TIMEOUT_MS`: longest wait for one database round (a read, a batch transaction)
     /// before the database counts as unavailable.
     pub db_timeout: Duration,
@@ -83,6 +88,7 @@ impl Default for Settings {
             db_pool_size: 16,
             body_limit: 2 * 1024 * 1024,
             max_batch_items: 1_000,
+            edge: EdgeSettings::default(),
             db_timeout: Duration::from_millis(30_000),
             shutdown_timeout: Duration::from_millis(30_000),
             log_format: LogFormat::Text,
@@ -181,6 +187,12 @@ impl Settings {
             db_pool_size: positive(&get, "DB_POOL_SIZE")?.unwrap_or(d.db_pool_size),
             body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
             max_batch_items: positive(&get, "MAX_BATCH_ITEMS")?.unwrap_or(d.max_batch_items),
+            edge: EdgeSettings::from_variables(edge::EdgeVariables {
+                rate_limit_rps: parse(&get, "RATE_LIMIT_RPS")?,
+                rate_limit_burst: parse(&get, "RATE_LIMIT_BURST")?,
+                queue_high_water: parse(&get, "QUEUE_HIGH_WATER")?,
+                cors_allowed_origins: get("CORS_ALLOWED_ORIGINS"),
+            })?,
             db_timeout: positive(&get, "DB_TIMEOUT_MS")?
                 .map(millis)
                 .unwrap_or(d.db_timeout),

@@ -12,6 +12,7 @@
 //! | `PayloadTooLarge` | 413 |
 //! | `UriTooLong` | 414: the path and query are longer than the api reads |
 //! | `UnsupportedMediaType` | 415 |
+//! | `TooManyRequests` | 429 with `Retry-After` (its whole seconds): see [`crate::throttle`] |
 //! | `Unavailable` | 503 with `Retry-After`, names the dependency |
 //! | `OperationFailed` | 500: the worker tried every attempt and parked the operation |
 //! | `Internal` | 500, logged with its cause chain; the body says nothing more |
@@ -44,6 +45,8 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
+    TooManyRequests(String, u64),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     OperationFailed(String),
@@ -65,6 +68,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OperationFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +94,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::TooManyRequests(_, seconds) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
         response
             .extensions_mut()

@@ -5,6 +5,8 @@
 //! Layout:
 //! - [`Application`]: builds the service from [`Settings`], exposes its bound port, runs until
 //!   a shutdown future resolves (tests start it exactly as `main` does);
+//! - [`edge`]: CORS and security headers on every answer; [`throttle`]: per-user rate limit
+//!   and work-queue high water (429);
 //! - [`server`]: the HTTP/1.1 connection loop (header timeout, connection cap, graceful
 //!   shutdown); [`limits`]: per-request limits (early 413, request deadline);
 //! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, operation
@@ -19,6 +21,7 @@
 pub mod batch;
 pub mod broker;
 pub mod cursor;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod json;
@@ -27,19 +30,21 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod throttle;
 
 use std::{future::Future, sync::Arc};
 
 use tasksync_shared::{Settings, amqp::Backoff, config::SecretUrl, db, shutdown::stopped};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::{broker::Broker, server::ConnectionLimits, state::AppState};
+use crate::{broker::Broker, edge::Edge, server::ConnectionLimits, state::AppState};
 
 /// A built, bound, not yet serving api.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    edge: Edge,
     port: u16,
 }
 
@@ -53,6 +58,7 @@ impl Application {
                  the broker accepted may be answered 503 when its wait is cut short"
             );
         }
+        let edge = Edge::new(&settings.edge.cors_allowed_origins)?;
         let listener = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
         let port = listener.local_addr()?.port();
         let db = db::pool_for(&settings)?;
@@ -64,6 +70,7 @@ impl Application {
                 db,
                 broker,
             },
+            edge,
             port,
         })
     }
@@ -90,7 +97,7 @@ impl Application {
             max_connections: settings.http_max_connections,
             drain_timeout: settings.http_header_timeout + settings.http_request_timeout,
         };
-        let app = routes::router(self.state);
+        let app = self.edge.wrap(routes::router(self.state));
         server::serve(self.listener, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = broker.await;

@@ -298,6 +298,12 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
         let body = json!({"title": format!("queued {n}")});
         assert_eq!(extra.api.create_task_async(body).await.status, 202);
     }
+    // The writes' high-water checks sampled the depth too: it is shared for a second.
+    stack
+        .eventually("the status shows the three queued", || async {
+            get_url(&stack, &status_url).await.2["sync_queue_size"] == 3
+        })
+        .await;
 
     let counts = channels_while_fifty_clients_call(&extra.api, &name).await;
     assert!(

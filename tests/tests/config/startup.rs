@@ -52,6 +52,9 @@ async fn every_invalid_value_stops_both_services_naming_the_variable() {
         ("LOG_FORMAT", "xml"),
         ("RETRY_DELAYS_MS", "1,2"),
         ("AMQP_PREFIX", "a b"),
+        ("RATE_LIMIT_RPS", "-1"),
+        ("QUEUE_HIGH_WATER", "lots"),
+        ("CORS_ALLOWED_ORIGINS", "https://app.example.com/"),
     ];
     for binary in SERVICES {
         for (name, value) in cases {

@@ -1,7 +1,8 @@
-//! Queue depths for `/api/status`, sampled through one long-lived channel.
+//! Queue depths for `/api/status` and for the high-water check of writes
+//! ([`crate::throttle`]), sampled through one long-lived channel.
 //!
-//! `/api/status` needs no authentication, so what it costs the broker must not grow with how
-//! often it is called. One sampling runs at a time, on a spawned task that owns the sampling
+//! `/api/status` needs no authentication and every write consults the work queue's depth, so
+//! what they cost the broker must not grow with how often they are called. One sampling runs at a time, on a spawned task that owns the sampling
 //! channel (opened once, reopened only when it broke: a failed passive declare closes it, and
 //! so does a lost connection). Callers share its result for [`FRESH`]; a caller waits for a
 //! sampling in flight at most [`WAIT`], then answers "unknown" and leaves the sampling to
@@ -89,6 +90,14 @@ impl Broker {
         };
         state.last = Some((Instant::now(), depths.clone()));
         depths
+    }
+
+    /// Ready messages in the work queue, from the shared sample ([`Broker::queue_depths`]);
+    /// `None` when the broker did not tell.
+    pub async fn work_queue_depth(&self) -> Option<u32> {
+        let work = self.inner.topology.work_queue();
+        let depths = self.queue_depths().await?;
+        depths.iter().find(|q| q.name == work).map(|q| q.ready)
     }
 
     /// Reads every durable queue with passive declares on `channel`, or on a new channel of

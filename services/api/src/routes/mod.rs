@@ -15,6 +15,7 @@ use crate::{
     error::{ApiError, render_errors},
     limits::{self, RequestLimits},
     state::AppState,
+    throttle::{self, Throttle},
 };
 
 /// The whole api under `/api`.
@@ -36,7 +37,12 @@ pub fn router(state: AppState) -> Router {
         .route("/sync/operations/{op_id}", get(operations::operation))
         .route("/status", get(status::status))
         .route("/health", get(health::health))
-        .route("/ready", get(health::ready));
+        .route("/ready", get(health::ready))
+        // Keep this layer before (inside) authentication's: a 401 costs no user a rate token.
+        .layer(middleware::from_fn_with_state(
+            Throttle::new(&state.settings.edge, state.broker.clone()),
+            throttle::guard,
+        ));
     Router::new()
         .nest("/api", api)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
