@@ -301,7 +301,7 @@ async fn status_calls_in_bursts_and_through_a_stalled_broker_keep_the_channels_b
     // The writes' high-water checks sampled the depth too: it is shared for a second.
     stack
         .eventually("the status shows the three queued", || async {
-            get_url(&stack, &status_url).await.2["sync_queue_size"] == 3
+            extra.api.status().await.body["sync_queue_size"] == 3
         })
         .await;
 
