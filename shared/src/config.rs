@@ -262,9 +262,18 @@ impl JwtSettings {
 
     /// Empty values count as unset, so that `.env.example`'s `JWT_SECRET=` means "off".
     fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let sources = ["JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL"];
-        let given: Vec<&str> = sources.into_iter().filter(|n| set(n).is_some()).collect();
+        let nonempty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let secret = nonempty(get("JWT_SECRET"));
+        let file = nonempty(get("JWT_PUBLIC_KEY_FILE"));
+        let url = nonempty(get("JWT_JWKS_URL"));
+        let given: Vec<&str> = [
+            ("JWT_SECRET", secret.is_some()),
+            ("JWT_PUBLIC_KEY_FILE", file.is_some()),
+            ("JWT_JWKS_URL", url.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
         if given.len() > 1 {
             return Err(ConfigError {
                 name: given[0],
@@ -272,11 +281,7 @@ impl JwtSettings {
                 reason: format!("set only one of {}", given.join(", ")),
             });
         }
-        let key = match (
-            set("JWT_SECRET"),
-            set("JWT_PUBLIC_KEY_FILE"),
-            set("JWT_JWKS_URL"),
-        ) {
+        let key = match (secret, file, url) {
             (Some(secret), _, _) if secret.len() < JWT_SECRET_MIN_BYTES => {
                 return Err(ConfigError {
                     name: "JWT_SECRET",
@@ -294,8 +299,8 @@ impl JwtSettings {
         };
         Ok(Self {
             key,
-            issuer: set("JWT_ISSUER"),
-            audience: set("JWT_AUDIENCE"),
+            issuer: nonempty(get("JWT_ISSUER")),
+            audience: nonempty(get("JWT_AUDIENCE")),
         })
     }
 }

@@ -218,3 +218,64 @@ async fn development_mode_says_authentication_is_off_and_ignores_tokens() {
     let with_token = stack.client_as("alice").status().await;
     assert_eq!(with_token.body["user"], "default", "{with_token:?}");
 }
+
+/// The api binary with the usual unreachable dependencies and `extra`.
+fn api_process(extra: &[(&str, &str)]) -> tasksync_tests::processes::BareProcess {
+    let mut vars = vec![
+        (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/tasksync_nowhere",
+        ),
+        ("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("RUST_LOG", "info"),
+    ];
+    vars.extend_from_slice(extra);
+    tasksync_tests::processes::BareProcess::spawn("api", &vars)
+}
+
+#[tokio::test]
+async fn the_api_binary_refuses_unusable_jwt_settings_and_warns_in_development_mode() {
+    let limit = std::time::Duration::from_secs(15);
+    let cases: [(&[(&str, &str)], &[&str]); 3] = [
+        (
+            &[("JWT_SECRET", "short-secret")],
+            &["JWT_SECRET", "at least 32 bytes"],
+        ),
+        (
+            &[
+                ("JWT_SECRET", SECRET),
+                ("JWT_JWKS_URL", "https://issuer.test/jwks"),
+            ],
+            &["JWT_SECRET, JWT_JWKS_URL"],
+        ),
+        (
+            &[("JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem")],
+            &["JWT_PUBLIC_KEY_FILE"],
+        ),
+    ];
+    for (vars, words) in cases {
+        let mut api = api_process(vars);
+        let status = api.wait_exit(limit).await.expect("the api should stop");
+        assert!(!status.success());
+        let stderr = api.stderr();
+        for word in words {
+            assert!(stderr.contains(word), "{vars:?}: {stderr}");
+        }
+        assert!(
+            !stderr.contains("short-secret") && !stderr.contains(SECRET),
+            "{stderr}"
+        );
+    }
+    let mut development = api_process(&[("JWT_SECRET", "")]);
+    assert!(
+        development
+            .wait_for_stdout("authentication is OFF", limit)
+            .await,
+        "{}",
+        development.stdout()
+    );
+    development.terminate();
+    assert!(development.wait_exit(limit).await.is_some());
+}
