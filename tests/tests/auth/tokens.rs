@@ -238,7 +238,8 @@ fn api_process(extra: &[(&str, &str)]) -> tasksync_tests::processes::BareProcess
 #[tokio::test]
 async fn the_api_binary_refuses_unusable_jwt_settings_and_warns_in_development_mode() {
     let limit = std::time::Duration::from_secs(15);
-    let cases: [(&[(&str, &str)], &[&str]); 3] = [
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Vars, &[&str]); 3] = [
         (
             &[("JWT_SECRET", "short-secret")],
             &["JWT_SECRET", "at least 32 bytes"],
