@@ -10,7 +10,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -35,6 +38,9 @@ pub struct Jwks {
     held: RwLock<Held>,
     /// When the last fetch started; held across a fetch, so that fetches never overlap.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Counts the fetches that changed the set of key ids (tokens verified earlier are
+    /// checked again: see `super::cache`).
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +71,7 @@ impl Jwks {
             http,
             held: RwLock::new(Held::default()),
             last_fetch: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -85,6 +92,10 @@ impl Jwks {
             None if self.key_count() == 0 => Lookup::Unavailable,
             None => Lookup::Unknown,
         }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn cached(&self, kid: &str) -> Option<PinnedKey> {
@@ -134,7 +145,12 @@ impl Jwks {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), url = %self.url.redacted(), "JWKS fetched");
                 held.error = (keys.is_empty()).then(|| "the document holds no usable key".into());
+                let same = keys.len() == held.keys.len()
+                    && keys.keys().all(|kid| held.keys.contains_key(kid));
                 held.keys = keys;
+                if !same {
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, url = %self.url.redacted(), "JWKS fetch failed");

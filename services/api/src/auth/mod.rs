@@ -10,6 +10,7 @@
 //! - [`middleware`]: the layer that puts a [`CurrentUser`] in each request's extensions (the
 //!   [`crate::extract::CurrentUser`] extractor and the per-user limits read it there);
 //! - [`bearer`]: reading the `Authorization` header; [`verify`]: checking a token;
+//!   [`cache`]: tokens already verified (a signature is checked once per token, not per request);
 //! - [`keys`]: a secret or a PEM public key, pinned to its algorithm; [`jwks`]: a fetched,
 //!   cached key set;
 //! - [`reject`]: the 401 / 503 answers; [`mint`]: tokens for local testing (`api token`).
@@ -18,6 +19,7 @@
 //! [`DEFAULT_USER`]: tasksync_shared::config::DEFAULT_USER
 
 pub mod bearer;
+pub mod cache;
 pub mod jwks;
 pub mod keys;
 pub mod middleware;

@@ -11,6 +11,7 @@ use tasksync_shared::config::JwtSettings;
 
 use super::{
     Refusal,
+    cache::VerifiedTokens,
     jwks::{Jwks, Lookup},
     keys::PinnedKey,
 };
@@ -33,11 +34,14 @@ pub struct Verifier {
     source: KeySource,
     issuer: Option<String>,
     audience: Option<String>,
+    verified: VerifiedTokens,
 }
 
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: Option<String>,
+    /// Checked by `jsonwebtoken`; read again only to bound the cache entry.
+    exp: Option<serde_json::Value>,
 }
 
 /// The two header fields that matter, read before any key is chosen.
@@ -52,6 +56,7 @@ impl Verifier {
             source,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -62,8 +67,23 @@ impl Verifier {
         }
     }
 
-    /// The user id a valid token names.
+    /// The user id a valid token names; a token verified before is looked up, not checked
+    /// again ([`VerifiedTokens`]).
     pub async fn verify(&self, token: &str) -> Result<String, Refusal> {
+        let generation = self.jwks().map_or(0, |jwks| jwks.generation());
+        if let Some(user) = self.verified.get(token, generation) {
+            return Ok(user);
+        }
+        let (user, exp) = self.verify_signed(token).await?;
+        if let Some(exp) = exp {
+            let until = exp.saturating_add(LEEWAY_SECONDS);
+            self.verified.insert(token, &user, until, generation);
+        }
+        Ok(user)
+    }
+
+    /// The full check of a token: its user and its `exp`.
+    pub async fn verify_signed(&self, token: &str) -> Result<(String, Option<u64>), Refusal> {
         let header = read_header(token)?;
         let key = match &self.source {
             KeySource::Pinned(key) => key.clone(),
@@ -88,7 +108,8 @@ impl Verifier {
         let validation = self.validation(key.algorithm);
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| Refusal::Invalid(reason(e.kind())))?;
-        check_subject(data.claims.sub)
+        let exp = data.claims.exp.as_ref().and_then(serde_json::Value::as_u64);
+        Ok((check_subject(data.claims.sub)?, exp))
     }
 
     fn validation(&self, algorithm: Algorithm) -> Validation {
