@@ -90,6 +90,11 @@ async fn missing_and_malformed_authorization_headers_are_401s_never_5xx() {
     let message = unauthorized(&basic, PATH);
     assert!(message.contains("Bearer scheme"), "{message}");
     assert_eq!(basic.header("www-authenticate"), Some("Bearer"));
+    let empty = client
+        .request(Method::GET, "/tasks", None, &[("authorization", "")])
+        .await;
+    unauthorized(&empty, PATH);
+    assert_eq!(empty.header("www-authenticate"), Some("Bearer"));
     for (value, reason) in [
         ("Bearer", "the bearer token is empty"),
         ("Bearer    ", "the bearer token is empty"),
