@@ -29,6 +29,8 @@ pub struct Settings {
     pub host: String,
     /// `PORT`: the api's HTTP port (0 picks a free one).
     pub port: u16,
+    /// `JWT_*`: how the api authenticates requests ([`JwtSettings`]).
+    pub jwt: JwtSettings,
     /// `AMQP_PREFIX`: prefix of every exchange and queue name.
     pub amqp_prefix: String,
     /// `AMQP_QUEUE_TYPE`: `quorum` (default) or `classic` for the durable queues.
@@ -78,6 +80,7 @@ impl Default for Settings {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             host: "0.0.0.0".into(),
             port: 3000,
+            jwt: JwtSettings::default(),
             amqp_prefix: "tasksync".into(),
             queue_type: QueueType::Quorum,
             retry_delays: [1_000, 5_000, 25_000].map(Duration::from_millis).to_vec(),
@@ -167,6 +170,7 @@ impl Settings {
                 None => d.host,
             },
             port: parse(&get, "PORT")?.unwrap_or(d.port),
+            jwt: JwtSettings::from_lookup(&get)?,
             amqp_prefix: match get("AMQP_PREFIX") {
                 Some(p) => validate_prefix(p)?,
                 None => d.amqp_prefix,
@@ -211,6 +215,125 @@ impl Settings {
         })
     }
 }
+
+// ---- JWT authentication (the api's; see `services/api/src/auth`) ----------------------------
+
+/// Shortest `JWT_SECRET` accepted: HS256 with fewer than 32 bytes of key is guessable offline
+/// from any one token (RFC 7518 §3.2 asks for at least the hash size).
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
+
+/// How the api authenticates requests. No key source means single-user development mode.
+/// Only the settings are read here; the api loads and checks the key itself at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JwtSettings {
+    /// One of `JWT_SECRET`, `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_URL` (more than one is an error).
+    pub key: Option<JwtKey>,
+    /// `JWT_ISSUER`: the `iss` every token must carry, when set.
+    pub issuer: Option<String>,
+    /// `JWT_AUDIENCE`: a value the token's `aud` must hold, when set.
+    pub audience: Option<String>,
+}
+
+/// Where the key that verifies tokens comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwtKey {
+    /// `JWT_SECRET`: an HS256 shared secret.
+    Secret(JwtSecret),
+    /// `JWT_PUBLIC_KEY_FILE`: a PEM public key, RS256 or ES256 (told from the key).
+    PublicKeyFile(std::path::PathBuf),
+    /// `JWT_JWKS_URL`: an http(s) URL of a JWKS document (printed without a password).
+    JwksUrl(SecretUrl),
+}
+
+/// The HS256 secret: printed as `***` whole, never in part.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSecret(String);
+
+impl JwtSecret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The real bytes: for keys, never for printing.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl JwtSettings {
+    /// Whether tokens are checked (false: development mode).
+    pub fn enabled(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Empty values count as unset, so that `.env.example`'s `JWT_SECRET=` means "off".
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let nonempty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let secret = nonempty(get("JWT_SECRET"));
+        let file = nonempty(get("JWT_PUBLIC_KEY_FILE"));
+        let url = nonempty(get("JWT_JWKS_URL"));
+        let given: Vec<&str> = [
+            ("JWT_SECRET", secret.is_some()),
+            ("JWT_PUBLIC_KEY_FILE", file.is_some()),
+            ("JWT_JWKS_URL", url.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if given.len() > 1 {
+            return Err(ConfigError {
+                name: given[0],
+                value: MASK.into(),
+                reason: format!("set only one of {}", given.join(", ")),
+            });
+        }
+        let key = match (secret, file, url) {
+            (Some(secret), _, _) if secret.len() < JWT_SECRET_MIN_BYTES => {
+                return Err(ConfigError {
+                    name: "JWT_SECRET",
+                    value: MASK.into(),
+                    reason: format!(
+                        "must be at least {JWT_SECRET_MIN_BYTES} bytes, got {}",
+                        secret.len()
+                    ),
+                });
+            }
+            (Some(secret), _, _) => Some(JwtKey::Secret(JwtSecret(secret))),
+            (_, Some(path), _) => Some(JwtKey::PublicKeyFile(path.into())),
+            (_, _, Some(url)) => Some(JwtKey::JwksUrl(jwks_url(url)?.into())),
+            _ => None,
+        };
+        Ok(Self {
+            key,
+            issuer: nonempty(get("JWT_ISSUER")),
+            audience: nonempty(get("JWT_AUDIENCE")),
+        })
+    }
+}
+
+fn jwks_url(value: String) -> Result<String, ConfigError> {
+    match url::Url::parse(&value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(value),
+        Ok(_) => Err(ConfigError {
+            name: "JWT_JWKS_URL",
+            value: redact(&value),
+            reason: "expected an http:// or https:// URL with a host".into(),
+        }),
+        Err(e) => Err(ConfigError {
+            name: "JWT_JWKS_URL",
+            value: redact(&value),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+// ---- end of JWT authentication -----------------------------------------------------------
 
 fn parse<T>(
     get: &impl Fn(&str) -> Option<String>,
@@ -444,6 +567,31 @@ mod tests {
         for host in ["", "a b", "-x", "a..b", "http://x"] {
             assert!(from(&[("HOST", host)]).is_err(), "{host}");
         }
+    }
+
+    #[test]
+    fn jwt_settings_take_one_key_source_and_a_long_enough_secret() {
+        assert_eq!(
+            from(&[("JWT_SECRET", "")]).unwrap().jwt,
+            JwtSettings::default()
+        );
+        let short = from(&[("JWT_SECRET", "too-short-secret")]).unwrap_err();
+        assert_eq!(short.name, "JWT_SECRET");
+        assert!(!short.to_string().contains("too-short"), "{short}");
+        let secret = "0123456789abcdef0123456789abcdef-s3cret";
+        let s = from(&[("JWT_SECRET", secret), ("JWT_ISSUER", "https://issuer")]).unwrap();
+        assert!(s.jwt.enabled());
+        assert_eq!(s.jwt.issuer.as_deref(), Some("https://issuer"));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let two = from(&[("JWT_SECRET", secret), ("JWT_JWKS_URL", "http://k/jwks")]).unwrap_err();
+        assert!(
+            two.to_string().contains("JWT_SECRET, JWT_JWKS_URL"),
+            "{two}"
+        );
+        assert_eq!(
+            from(&[("JWT_JWKS_URL", "ftp://x/keys")]).unwrap_err().name,
+            "JWT_JWKS_URL"
+        );
     }
 
     #[test]

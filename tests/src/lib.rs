@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod rabbit_node;
 pub mod services;
 pub mod sync_client;
+pub mod tokens;
 
 pub use api_client::{ApiClient, Reply};
 

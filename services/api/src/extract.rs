@@ -9,10 +9,11 @@ use std::time::Duration;
 use axum::{
     body::Bytes,
     extract::{
-        FromRequest, FromRequestParts, Request,
+        FromRequest, FromRequestParts, OriginalUri, Request,
         rejection::{BytesRejection, PathRejection, QueryRejection},
     },
     http::{HeaderMap, StatusCode, header, request::Parts},
+    response::Response,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -21,8 +22,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::{
+    auth::{Authenticator, Refusal},
     error::ApiError,
     json::{self, Parsed},
+    state::AppState,
 };
 
 /// When a request's body must have arrived in full; set by [`crate::limits::guard`] from
@@ -161,15 +164,32 @@ where
     }
 }
 
-/// The user a request acts for. Until authentication exists, every request is the default
-/// user; an auth layer will replace this extractor's body.
+/// The user a request acts for, put in the request's extensions by the authentication layer
+/// ([`crate::auth::authenticate`]): the token's `sub`, or the default user in development
+/// mode. Without it — a route the layer does not cover — only development mode falls back to
+/// the default user; with authentication on, the request is refused.
 #[derive(Clone, Debug)]
 pub struct CurrentUser(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
-    type Rejection = ApiError;
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Response;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(DEFAULT_USER.to_string()))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        if let Some(user) = parts.extensions.get::<Self>() {
+            return Ok(user.clone());
+        }
+        match state.auth {
+            Authenticator::Off => Ok(Self(DEFAULT_USER.to_string())),
+            Authenticator::Tokens(_) => {
+                let path = parts
+                    .extensions
+                    .get::<OriginalUri>()
+                    .map_or_else(|| parts.uri.path(), |OriginalUri(uri)| uri.path());
+                Err(Refusal::Missing {
+                    other_scheme: false,
+                }
+                .response(path))
+            }
+        }
     }
 }

@@ -15,9 +15,12 @@
 //! - [`cursor`]: the changes feed's opaque cursor;
 //! - [`broker`]: publishing with confirms and receiving outcomes;
 //! - [`storage`]: all SQL (reads only);
+//! - [`auth`]: bearer-token authentication (or development mode), the layer that says which
+//!   user a request acts for;
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
 //!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors.
 
+pub mod auth;
 pub mod batch;
 pub mod broker;
 pub mod cursor;
@@ -37,7 +40,11 @@ use std::{future::Future, sync::Arc};
 use tasksync_shared::{Settings, amqp::Backoff, config::SecretUrl, db, shutdown::stopped};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::{broker::Broker, edge::Edge, server::ConnectionLimits, state::AppState};
+use axum::middleware::from_fn_with_state;
+
+use crate::{
+    auth::Authenticator, broker::Broker, edge::Edge, server::ConnectionLimits, state::AppState,
+};
 
 /// A built, bound, not yet serving api.
 #[derive(Debug)]
@@ -63,12 +70,14 @@ impl Application {
         let port = listener.local_addr()?.port();
         let db = db::pool_for(&settings)?;
         let broker = Broker::new(&settings);
+        let auth = Authenticator::from_settings(&settings.jwt)?;
         Ok(Self {
             listener,
             state: AppState {
                 settings: Arc::new(settings),
                 db,
                 broker,
+                auth,
             },
             edge,
             port,
@@ -89,7 +98,12 @@ impl Application {
         let (stop_tx, stop) = watch::channel(false);
         let broker: JoinHandle<()> = tokio::spawn(self.state.broker.clone().maintain(stop.clone()));
         let database = self.state.settings.database_url.clone();
-        tokio::spawn(wait_for_schema(self.state.db.clone(), database, stop));
+        tokio::spawn(wait_for_schema(
+            self.state.db.clone(),
+            database,
+            stop.clone(),
+        ));
+        tokio::spawn(self.state.auth.clone().run(stop));
         tracing::info!(port = self.port, "api listening");
         let settings = &self.state.settings;
         let limits = ConnectionLimits {
@@ -97,7 +111,13 @@ impl Application {
             max_connections: settings.http_max_connections,
             drain_timeout: settings.http_header_timeout + settings.http_request_timeout,
         };
-        let app = self.edge.wrap(routes::router(self.state));
+        let auth = self.state.auth.clone();
+        // Authentication wraps the router (whose per-user limits run inside it, so a 401 costs
+        // no rate token) and answers its own refusals; CORS and the response headers wrap it
+        // in turn, so preflights pass and browsers can read a 401 or a 429.
+        let app = self
+            .edge
+            .wrap(routes::router(self.state).layer(from_fn_with_state(auth, auth::authenticate)));
         server::serve(self.listener, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = broker.await;

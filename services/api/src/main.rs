@@ -2,8 +2,11 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::Write;
+
 use tasksync_shared::{
     Settings,
+    config::JwtKey,
     shutdown::shutdown_signal_with_deadline,
     startup::{self, run_checked},
     telemetry,
@@ -24,6 +27,16 @@ enum Command {
     Serve,
     /// Exit 0 when the api on $PORT answers its health check (for container health checks).
     Healthcheck,
+    /// Print an HS256 token signed with JWT_SECRET (with JWT_ISSUER / JWT_AUDIENCE when set),
+    /// for trying the api locally.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,7 +63,29 @@ async fn run() -> anyhow::Result<()> {
             run_checked(&settings, "tasksync-api-login-check", serve).await
         }
         Command::Healthcheck => healthcheck(settings.port).await,
+        Command::Token { sub, ttl } => print_token(&settings, &sub, ttl),
     }
+}
+
+fn print_token(settings: &Settings, sub: &str, ttl: u64) -> anyhow::Result<()> {
+    let Some(JwtKey::Secret(secret)) = &settings.jwt.key else {
+        anyhow::bail!(
+            "`api token` signs with JWT_SECRET, which is not set; with JWT_PUBLIC_KEY_FILE or \
+             JWT_JWKS_URL, tokens come from your identity provider"
+        );
+    };
+    api::auth::verify::check_subject(Some(sub.to_string()))
+        .map_err(|refusal| anyhow::anyhow!("--sub: {refusal}"))?;
+    let jwt = &settings.jwt;
+    let token = api::auth::mint::hs256_token(
+        secret.expose(),
+        sub,
+        ttl,
+        jwt.issuer.as_deref(),
+        jwt.audience.as_deref(),
+    )?;
+    let _ = writeln!(std::io::stdout(), "{token}");
+    Ok(())
 }
 
 /// A plain HTTP/1.0 GET of /api/health on the loopback, so the runtime image needs no curl.

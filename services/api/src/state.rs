@@ -12,6 +12,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Pool,
     pub broker: Broker,
+    /// Development mode or the token verifier (for readiness and status).
+    pub auth: crate::auth::Authenticator,
 }
 
 impl AppState {

@@ -1,4 +1,5 @@
-//! `GET /api/health` (liveness) and `GET /api/ready` (both dependencies answer).
+//! `GET /api/health` (liveness) and `GET /api/ready` (both dependencies answer, and, with
+//! `JWT_JWKS_URL`, the key set has been fetched).
 
 use std::time::Duration;
 
@@ -34,7 +35,8 @@ pub async fn ready(
     } else {
         Err("not connected".to_string())
     };
-    let ready = database.is_ok() && broker.is_ok();
+    let keys = state.auth.key_set_status().map(|s| s.map(|_| ()));
+    let ready = database.is_ok() && broker.is_ok() && keys.as_ref().is_none_or(Result::is_ok);
     let describe = |r: &Result<(), String>| match r {
         Ok(()) => json!({ "status": "up" }),
         Err(e) => json!({ "status": "down", "error": e }),
@@ -49,10 +51,14 @@ pub async fn ready(
         "timestamp": Utc::now(),
         "checks": { "postgres": describe(&database), "rabbitmq": describe(&broker) },
     });
+    if let Some(keys) = &keys {
+        body["checks"]["jwks"] = describe(keys);
+    }
     if !ready {
         // The SPEC §3 error fields, besides the checks.
         let down: Vec<String> = [("postgres", &database), ("rabbitmq", &broker)]
             .into_iter()
+            .chain(keys.as_ref().map(|k| ("jwks", k)))
             .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
             .collect();
         body["error"] = json!(format!("not ready: {}", down.join("; ")));

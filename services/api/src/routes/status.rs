@@ -5,6 +5,11 @@
 //! worker holds unacknowledged are not in the broker's ready count). `null` means unknown: the
 //! dependency did not answer.
 //!
+//! `auth` says how callers are told apart: `"jwt"` (bearer tokens) or `"off"` (development
+//! mode: everyone is the default user); `user` is the caller. The sync figures are the
+//! caller's own; the queue figures are the service's, summed over every user, with no id or
+//! content in them.
+//!
 //! Cheap whatever the caller does: queue depths come from the broker module's sampler (one
 //! channel, one sample a second shared by every caller), the sync figures from two index
 //! lookups (`storage::sync_summary`).
@@ -48,6 +53,8 @@ pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUse
     let broker_online = depths.is_some();
     let database_online = summary.is_some();
     Json(json!({
+        "auth": state.auth.mode(),
+        "user": user,
         "pending_sync_count": pending_sync_count,
         "sync_queue_size": sync_queue_size,
         "retry_queue_size": retry_queue_size,
