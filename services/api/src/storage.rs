@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool, PoolError};
 use futures_util::TryStreamExt;
-use tasksync_shared::{Task, model::TASK_COLUMNS};
+use tasksync_shared::{SyncStatus, Task, failure::RecordState, model::TASK_COLUMNS};
 use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
@@ -132,24 +132,32 @@ pub async fn find_task(pool: &Pool, user: &str, id: Uuid) -> Result<Option<Task>
 pub struct SyncSummary {
     pub last_sync: Option<DateTime<Utc>>,
     pub errored_tasks: i64,
+    /// The caller's operations parked for good.
+    pub parked_operations: i64,
 }
 
-/// Index-backed (migration V3): the latest sync is one step down `tasks_by_last_sync`, and the
-/// count visits only the caller's tasks in error through the partial index `tasks_in_error`,
-/// so the cost does not grow with the caller's other tasks.
+/// Index-backed (migrations V3 and V5): the latest sync is one step down `tasks_by_last_sync`,
+/// and the counts visit only the caller's tasks in error (`tasks_in_error`) and parked
+/// operations (`operation_failures_parked_by_user`), so the cost does not grow with the
+/// caller's other rows.
 pub async fn sync_summary(pool: &Pool, user: &str) -> Result<SyncSummary, ApiError> {
     let client = connection(pool).await?;
-    let row = client
-        .query_one(
-            "SELECT (SELECT max(last_synced_at) FROM tasks WHERE user_id = $1) AS last_sync, \
-                    (SELECT count(*) FROM tasks WHERE user_id = $1 AND sync_status = 'error') \
-                      AS errored",
-            &[&user],
-        )
-        .await?;
+    // The states are literals in the text, not parameters: a generic plan could not use the
+    // partial indexes for a parameter.
+    let sql = format!(
+        "SELECT (SELECT max(last_synced_at) FROM tasks WHERE user_id = $1) AS last_sync, \
+                (SELECT count(*) FROM tasks WHERE user_id = $1 AND sync_status = '{errored}') \
+                  AS errored, \
+                (SELECT count(*) FROM operation_failures \
+                  WHERE user_id = $1 AND state = '{parked}') AS parked",
+        errored = SyncStatus::Error.as_str(),
+        parked = RecordState::Parked.as_str(),
+    );
+    let row = client.query_one(&sql, &[&user]).await?;
     Ok(SyncSummary {
         last_sync: row.try_get("last_sync")?,
         errored_tasks: row.try_get("errored")?,
+        parked_operations: row.try_get("parked")?,
     })
 }
 

@@ -140,3 +140,45 @@ async fn every_user_route_needs_a_token_and_the_probes_do_not() {
     assert_eq!(anonymous.health().await.status, 200);
     assert_eq!(anonymous.ready().await.status, 200);
 }
+
+/// With authentication on, the dead letters `/api/status` counts are the caller's own parked
+/// operations, never the parking queue's depth (which holds everyone's, and unreadable ones).
+#[tokio::test]
+async fn each_user_counts_only_their_own_dead_letters() {
+    let stack = TestStack::start_with_auth(secret_settings()).await;
+    let (alice, bob) = (stack.client_as("alice"), stack.client_as("bob"));
+    // An unreadable message is parked with no user.
+    stack
+        .publish_raw("op.create", &[b"not json".to_vec()])
+        .await;
+    stack
+        .eventually("the unreadable message is parked", || async {
+            stack.queue_depth(&stack.topology().parking_queue()).await == 1
+        })
+        .await;
+    // One of Alice's operations parked for good, as the worker records it after its attempts.
+    stack
+        .db
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO operation_failures (message_id, op_id, task_id, user_id, kind, \
+               routing_key, attempts, first_failed_at, last_failed_at, last_error, history, \
+               state, body) \
+             VALUES ($1, $2, $3, 'alice', 'update', 'op.update', 4, now(), now(), 'boom', \
+               '[]'::jsonb, 'parked', '\\x'::bytea)",
+            &[
+                &Uuid::new_v4().to_string(),
+                &Uuid::new_v4(),
+                &Uuid::new_v4(),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let alices = alice.status().await.body;
+    assert_eq!(alices["dead_letter_count"], 1, "{alices}");
+    let bobs = bob.status().await.body;
+    assert_eq!(bobs["dead_letter_count"], 0, "{bobs}");
+}

@@ -72,6 +72,11 @@ impl Authenticator {
     }
 
     /// `"off"` in development mode, `"jwt"` otherwise (for `/api/status`).
+    /// Whether callers are told apart by their tokens.
+    pub fn is_on(&self) -> bool {
+        matches!(self, Self::Tokens(_))
+    }
+
     pub fn mode(&self) -> &'static str {
         match self {
             Self::Off => "off",

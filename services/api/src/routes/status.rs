@@ -7,8 +7,13 @@
 //!
 //! `auth` says how callers are told apart: `"jwt"` (bearer tokens) or `"off"` (development
 //! mode: everyone is the default user); `user` is the caller. The sync figures are the
-//! caller's own; the queue figures are the service's, summed over every user, with no id or
-//! content in them.
+//! caller's own, and so, with authentication on, is `dead_letter_count` (their operations parked
+//! for good, from the failure records). The queue figures (`pending_sync_count`,
+//! `sync_queue_size`, `retry_queue_size`, `worker_count`) are the service's backlog, the
+//! broker's counts over every user, with no id or content in them: the broker cannot count one
+//! user's messages, and the backlog is what tells a client how soon its writes apply. In
+//! development mode the service has one user, and `dead_letter_count` is the parking queue's
+//! depth (unreadable messages included).
 //!
 //! Cheap whatever the caller does: queue depths come from the broker module's sampler (one
 //! channel, one sample a second shared by every caller), the sync figures from two index
@@ -41,7 +46,7 @@ pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUse
         .map(|name| queue(name).map(|q| q.ready))
         .sum::<Option<u32>>();
     let pending_sync_count = sync_queue_size.zip(retry_queue_size).map(|(w, r)| w + r);
-    let dead_letter_count = queue(topology.parking_queue()).map(|q| q.ready);
+    let parked_in_queue = queue(topology.parking_queue()).map(|q| q.ready);
     let workers = queue(topology.work_queue()).map(|q| q.consumers);
     let summary = tokio::time::timeout(
         Duration::from_secs(3),
@@ -50,6 +55,11 @@ pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUse
     .await
     .ok()
     .and_then(Result::ok);
+    let dead_letter_count = if state.auth.is_on() {
+        summary.as_ref().map(|s| s.parked_operations)
+    } else {
+        parked_in_queue.map(i64::from)
+    };
     let broker_online = depths.is_some();
     let database_online = summary.is_some();
     Json(json!({
