@@ -12,7 +12,9 @@ mod edge;
 mod secret;
 mod urls;
 
-pub use edge::{AllowedOrigins, DEFAULT_QUEUE_HIGH_WATER, EdgeSettings, RateLimit};
+pub use edge::{
+    AllowedOrigins, DEFAULT_AUTHENTICATED_RATE, DEFAULT_QUEUE_HIGH_WATER, EdgeSettings, RateLimit,
+};
 pub use secret::{MASK, SecretUrl, redact};
 
 /// Default user every request acts as until authentication exists.
@@ -156,6 +158,10 @@ impl Settings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let d = Self::default();
         let millis = |ms: u64| Duration::from_millis(ms);
+        let jwt = JwtSettings::from_lookup(&get)?;
+        // Empty counts as unset: with authentication on, an unset rate takes its default.
+        let set = |name: &str| get(name).filter(|value| !value.trim().is_empty());
+        let authenticated = jwt.enabled();
         Ok(Self {
             database_url: match get("DATABASE_URL") {
                 Some(url) => urls::database_url(url)?,
@@ -170,7 +176,7 @@ impl Settings {
                 None => d.host,
             },
             port: parse(&get, "PORT")?.unwrap_or(d.port),
-            jwt: JwtSettings::from_lookup(&get)?,
+            jwt,
             amqp_prefix: match get("AMQP_PREFIX") {
                 Some(p) => validate_prefix(p)?,
                 None => d.amqp_prefix,
@@ -192,8 +198,9 @@ impl Settings {
             body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
             max_batch_items: positive(&get, "MAX_BATCH_ITEMS")?.unwrap_or(d.max_batch_items),
             edge: EdgeSettings::from_variables(edge::EdgeVariables {
-                rate_limit_rps: parse(&get, "RATE_LIMIT_RPS")?,
-                rate_limit_burst: parse(&get, "RATE_LIMIT_BURST")?,
+                authenticated,
+                rate_limit_rps: parse(&set, "RATE_LIMIT_RPS")?,
+                rate_limit_burst: parse(&set, "RATE_LIMIT_BURST")?,
                 queue_high_water: parse(&get, "QUEUE_HIGH_WATER")?,
                 cors_allowed_origins: get("CORS_ALLOWED_ORIGINS"),
             })?,
@@ -567,6 +574,21 @@ mod tests {
         for host in ["", "a b", "-x", "a..b", "http://x"] {
             assert!(from(&[("HOST", host)]).is_err(), "{host}");
         }
+    }
+
+    #[test]
+    fn the_rate_limit_is_off_in_development_mode_and_on_by_default_with_authentication() {
+        let secret = ("JWT_SECRET", "0123456789abcdef0123456789abcdef-s3cret");
+        let unset = ("RATE_LIMIT_RPS", "");
+        assert_eq!(from(&[unset]).unwrap().edge.rate_limit, None);
+        assert_eq!(
+            from(&[secret, unset]).unwrap().edge.rate_limit,
+            Some(DEFAULT_AUTHENTICATED_RATE)
+        );
+        let off = from(&[secret, ("RATE_LIMIT_RPS", "0")]).unwrap();
+        assert_eq!(off.edge.rate_limit, None);
+        let own = from(&[secret, ("RATE_LIMIT_RPS", "7")]).unwrap();
+        assert_eq!(own.edge.rate_limit.map(|r| r.per_second.get()), Some(7));
     }
 
     #[test]

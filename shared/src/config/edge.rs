@@ -10,6 +10,14 @@ use std::num::NonZeroU32;
 
 use super::ConfigError;
 
+/// The per-user token bucket when authentication is on and `RATE_LIMIT_RPS` is unset: room for
+/// an offline device's sync (a push, a few pulls, the feed) and a busy browser tab, never for a
+/// flood. Development mode has no default limit (SPEC §8).
+pub const DEFAULT_AUTHENTICATED_RATE: RateLimit = RateLimit {
+    per_second: NonZeroU32::new(50).unwrap(),
+    burst: NonZeroU32::new(100).unwrap(),
+};
+
 /// Default `QUEUE_HIGH_WATER`.
 pub const DEFAULT_QUEUE_HIGH_WATER: u32 = 100_000;
 
@@ -59,6 +67,9 @@ pub enum AllowedOrigins {
 /// variable it reads in one place.
 #[derive(Debug, Default)]
 pub(super) struct EdgeVariables {
+    /// A JWT key is configured: callers are told apart, and an unset rate takes
+    /// [`DEFAULT_AUTHENTICATED_RATE`].
+    pub authenticated: bool,
     pub rate_limit_rps: Option<u32>,
     pub rate_limit_burst: Option<u32>,
     pub queue_high_water: Option<u32>,
@@ -68,16 +79,17 @@ pub(super) struct EdgeVariables {
 impl EdgeSettings {
     pub(super) fn from_variables(vars: EdgeVariables) -> Result<Self, ConfigError> {
         let d = Self::default();
-        let rate_limit = NonZeroU32::new(vars.rate_limit_rps.unwrap_or(0)).map(|per_second| {
-            RateLimit {
+        let rate_limit = match vars.rate_limit_rps {
+            None if vars.authenticated => Some(DEFAULT_AUTHENTICATED_RATE),
+            rps => NonZeroU32::new(rps.unwrap_or(0)).map(|per_second| RateLimit {
                 per_second,
                 // Unset or 0: a second's worth of requests at once.
                 burst: vars
                     .rate_limit_burst
                     .and_then(NonZeroU32::new)
                     .unwrap_or(per_second),
-            }
-        });
+            }),
+        };
         let queue_high_water = match vars.queue_high_water {
             Some(n) => NonZeroU32::new(n),
             None => d.queue_high_water,
@@ -176,6 +188,19 @@ mod tests {
         let s = from(&[]).unwrap();
         assert_eq!(s, EdgeSettings::default());
         assert_eq!(s.rate_limit, None);
+        let authenticated = EdgeSettings::from_variables(EdgeVariables {
+            authenticated: true,
+            ..EdgeVariables::default()
+        })
+        .unwrap();
+        assert_eq!(authenticated.rate_limit, Some(DEFAULT_AUTHENTICATED_RATE));
+        let turned_off = EdgeSettings::from_variables(EdgeVariables {
+            authenticated: true,
+            rate_limit_rps: Some(0),
+            ..EdgeVariables::default()
+        })
+        .unwrap();
+        assert_eq!(turned_off.rate_limit, None);
         assert_eq!(s.queue_high_water, Some(nz(100_000)));
         assert_eq!(s.cors_allowed_origins, AllowedOrigins::None);
     }
