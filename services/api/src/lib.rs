@@ -12,8 +12,8 @@
 //! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, operation
 //!   status, status, health);
 //! - [`batch`]: reading the items of an offline push one by one;
-//! - [`cursor`]: the changes feed's opaque cursor;
-//! - [`broker`]: publishing with confirms and receiving outcomes;
+//! - [`cursor`]: the opaque cursors of the changes feed and the task list;
+//! - [`broker`]: publishing with confirms, receiving outcomes, sampling queue depths;
 //! - [`storage`]: all SQL (reads only);
 //! - [`auth`]: bearer-token authentication (or development mode), the layer that says which
 //!   user a request acts for;
