@@ -12,8 +12,8 @@ use std::{
 };
 
 use lapin::{
-    BasicProperties, Confirmation,
-    options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
+    BasicProperties,
+    options::{BasicGetOptions, BasicNackOptions},
     types::FieldTable,
 };
 use serde_json::json;
@@ -279,35 +279,12 @@ async fn a_poison_message_is_parked_with_its_reason_and_a_failure_record() {
 #[tokio::test]
 async fn a_parked_copy_does_not_expire_with_its_original() {
     let stack = TestStack::start().await;
-    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "test-expiring")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     // Undecodable, so parked at its first delivery, and due to expire 300 ms after publishing.
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_expiration("300".into());
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            stack.topology().work_queue().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            b"\x00expiring",
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(matches!(confirm, Confirmation::Ack(None)), "{confirm:?}");
-    connection.close(200, "done".into()).await.unwrap();
+    let properties = BasicProperties::default().with_expiration("300".into());
+    let work_queue = stack.topology().work_queue();
+    stack
+        .publish("", &work_queue, &[b"\x00expiring".to_vec()], properties)
+        .await;
 
     stack
         .eventually("the worker parked and recorded it", || async {

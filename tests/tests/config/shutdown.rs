@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tasksync_tests::{processes::BareProcess, services};
@@ -73,14 +73,31 @@ async fn sigterm_with_the_log_pipe_closed_exits_zero() {
             .await
             .unwrap();
         assert!(started, "{binary} never logged {expected:?}");
-        process.terminate();
-        let status = process.wait_exit(DEADLINE + SLACK).await;
+        let status = terminated(&mut process).await;
         assert_eq!(
             status.and_then(|s| s.code()),
             Some(0),
             "{binary}: {status:?}"
         );
     }
+}
+
+/// Sends SIGTERM and waits for the exit, at most the deadline and some slack.
+async fn terminated(process: &mut BareProcess) -> Option<std::process::ExitStatus> {
+    process.terminate();
+    process.wait_exit(DEADLINE + SLACK).await
+}
+
+/// Sends SIGTERM and requires a clean exit (status 0, not the deadline's 1); returns stdout.
+async fn stops_cleanly(process: &mut BareProcess, binary: &str) -> String {
+    let status = terminated(process).await;
+    let stdout = process.stdout();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{binary}: {status:?}\n{stdout}"
+    );
+    stdout
 }
 
 #[tokio::test]
@@ -94,18 +111,8 @@ async fn sigterm_stops_a_service_whose_database_and_broker_never_answer() {
         let mut process = BareProcess::spawn(binary, &vars);
         let _db_held = db.wait_for_a_connection().await;
         let _mq_held = mq.wait_for_a_connection().await;
-        let signalled = Instant::now();
-        process.terminate();
-        let status = process.wait_exit(DEADLINE + SLACK).await;
-        let stdout = process.stdout();
-        let status = status.unwrap_or_else(|| {
-            panic!(
-                "{binary} still runs {:?} after SIGTERM: {stdout}",
-                signalled.elapsed()
-            )
-        });
         // Stopped by itself: the deadline would have exited 1 and said so.
-        assert_eq!(status.code(), Some(0), "{binary}: {status:?}\n{stdout}");
+        let stdout = stops_cleanly(&mut process, binary).await;
         assert!(
             !stdout.contains("SHUTDOWN_TIMEOUT_MS"),
             "{binary}: {stdout}"
@@ -127,9 +134,9 @@ async fn sigterm_stops_a_worker_whose_broker_never_answers_once_its_database_is_
     // The login check's connection and, once migrated, the consumer's: both stuck.
     let _check_held = mq.wait_for_a_connection().await;
     let _consumer_held = mq.wait_for_a_connection().await;
-    process.terminate();
-    let status = process.wait_exit(DEADLINE + SLACK).await;
+    let status = terminated(&mut process).await;
     let stdout = process.stdout();
+    // Dropped before any assertion, so a failure leaves no database behind.
     services::drop_database(&db_url).await;
     assert!(stdout.contains("applied migration"), "{stdout}");
     assert_eq!(
@@ -152,14 +159,7 @@ async fn sigterm_stops_a_service_that_cannot_reach_anything_cleanly_and_logs_hav
             "{binary}: {}",
             process.stdout()
         );
-        process.terminate();
-        let status = process.wait_exit(DEADLINE + SLACK).await;
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "{binary}: {status:?}"
-        );
-        let stdout = process.stdout();
+        let stdout = stops_cleanly(&mut process, binary).await;
         assert!(stdout.contains("SIGTERM"), "{binary}: {stdout}");
         assert!(
             !stdout.contains('\u{1b}'),
