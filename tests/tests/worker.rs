@@ -7,7 +7,10 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration as Delta, Utc};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
-use sync_worker::apply::{NOT_FOUND, apply_first_attempts};
+use sync_worker::{
+    apply::{NOT_FOUND, apply_first_attempts},
+    storage::lock_key,
+};
 use tasksync_shared::{
     OpKind, Operation, OperationFields,
     operation::{ItemStatus, Rejection},
@@ -684,4 +687,53 @@ async fn a_created_task_is_written_once_one_row_version_and_one_index_entry() {
         .unwrap()
         .get(0);
     assert_eq!(entries, 20, "one primary key entry per created task");
+}
+
+/// An id other than `id` with the same advisory lock key (the key folds the id's halves with
+/// xor, so flipping one bit in both halves keeps it).
+fn same_key(id: Uuid, bit: u64) -> Uuid {
+    let (high, low) = id.as_u64_pair();
+    let twin = Uuid::from_u64_pair(high ^ bit, low ^ bit);
+    assert_eq!(lock_key(twin), lock_key(id), "the key folds the halves");
+    twin
+}
+
+#[tokio::test]
+async fn tasks_sharing_a_lock_key_in_opposite_id_order_never_deadlock() {
+    let stack = TestStack::start().await;
+    let t0 = Utc::now() - Delta::minutes(5);
+    for _ in 0..5 {
+        let (mut a1, mut a2) = (Uuid::new_v4(), Uuid::new_v4());
+        if a2 < a1 {
+            std::mem::swap(&mut a1, &mut a2);
+        }
+        // Flipping the highest bit where the two high halves differ reverses their order:
+        // b1 (a2's key) sorts before b2 (a1's key), so locking by id order would cross.
+        let diff = a1.as_u64_pair().0 ^ a2.as_u64_pair().0;
+        let bit = 1u64 << (63 - diff.leading_zeros());
+        let (b1, b2) = (same_key(a2, bit), same_key(a1, bit));
+        assert!(b1 < b2);
+        let batch = |ids: [Uuid; 2]| -> Vec<Operation> {
+            ids.iter()
+                .map(|t| op(*t, OpKind::Create, t0, title("shared key")))
+                .collect()
+        };
+        let (ours, theirs) = (batch([a1, a2]), batch([b1, b2]));
+        let (first, second) = tokio::join!(
+            apply_first_attempts(&stack.db, &ours),
+            apply_first_attempts(&stack.db, &theirs)
+        );
+        for reports in [first.expect("no deadlock"), second.expect("no deadlock")] {
+            assert!(
+                reports.iter().all(|r| r.status == ItemStatus::Success),
+                "{reports:?}"
+            );
+        }
+        for t in [a1, a2, b1, b2] {
+            assert_eq!(
+                stack.stored(t).await.unwrap().3.as_deref(),
+                Some("shared key")
+            );
+        }
+    }
 }
