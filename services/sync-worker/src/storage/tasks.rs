@@ -98,6 +98,10 @@ pub fn lock_key(id: Uuid) -> i64 {
 /// that true when two ids share a key). The locks are held until commit, which makes the
 /// task rows and the log visible before a waiting worker goes on: that worker then reads
 /// them in its next statement (a new snapshot under read committed).
+///
+/// Each lock is an entry in the server's shared lock table (about `max_locks_per_transaction`
+/// × `max_connections` entries, shared by every session): the batches applying at one time
+/// must hold fewer distinct tasks than that, or the statement fails with SQLSTATE 53200.
 #[instrument(skip_all, fields(tasks = ids.len()))]
 pub async fn lock_tasks(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<(), tokio_postgres::Error> {
     if ids.is_empty() {
