@@ -7,7 +7,10 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration as Delta, Utc};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
-use sync_worker::apply::{NOT_FOUND, apply_first_attempts};
+use sync_worker::{
+    apply::{NOT_FOUND, apply_first_attempts},
+    storage::lock_key,
+};
 use tasksync_shared::{
     OpKind, Operation, OperationFields,
     operation::{ItemStatus, Rejection},
@@ -578,4 +581,159 @@ async fn a_nul_in_a_raw_message_is_decided_error_once_and_nothing_is_parked() {
 
 fn id_of(task: &Value) -> String {
     task["id"].as_str().expect("task id").to_string()
+}
+
+#[tokio::test]
+async fn many_workers_on_overlapping_tasks_never_deadlock_and_each_op_applies_once() {
+    let stack = TestStack::start().await;
+    let tasks: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let t0 = Utc::now() - Delta::minutes(30);
+    // Eight writers over overlapping windows of 16 tasks, each in its own rotated order,
+    // creates and updates mixed; writer w stamps t0 + w seconds.
+    let mut handles = Vec::new();
+    for w in 0..8usize {
+        let mut window: Vec<Uuid> = tasks[w * 3..w * 3 + 16].to_vec();
+        window.rotate_left(w * 5 % 16);
+        if w % 2 == 1 {
+            window.reverse();
+        }
+        let at = t0 + Delta::seconds(i64::try_from(w).unwrap());
+        let ops: Vec<Operation> = window
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let kind = if i % 3 == 0 {
+                    OpKind::Update
+                } else {
+                    OpKind::Create
+                };
+                op(*t, kind, at, title(&format!("writer {w}")))
+            })
+            .collect();
+        let pool = stack.db.clone();
+        handles.push(tokio::spawn(async move {
+            apply_first_attempts(&pool, &ops).await.map(|r| (w, ops, r))
+        }));
+    }
+    let mut last_writer: std::collections::HashMap<Uuid, usize> = Default::default();
+    for handle in handles {
+        let (w, ops, reports) = handle
+            .await
+            .unwrap()
+            .expect("no batch fails (no deadlock, no unique violation)");
+        assert!(
+            reports.iter().all(|r| r.status != ItemStatus::Error),
+            "{reports:?}"
+        );
+        for o in &ops {
+            let entry = last_writer.entry(o.task_id).or_insert(w);
+            *entry = (*entry).max(w);
+        }
+    }
+    for (task, w) in &last_writer {
+        let expected = format!("writer {w}");
+        assert_eq!(
+            stack.stored(*task).await.unwrap().3.as_deref(),
+            Some(expected.as_str())
+        );
+        let writers = (0..8)
+            .filter(|v| (v * 3..v * 3 + 16).any(|i| tasks[i] == *task))
+            .count();
+        assert_eq!(
+            stack.op_log_count(OpLog::task(*task)).await,
+            u64::try_from(writers).unwrap(),
+            "each op logged once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_created_task_is_written_once_one_row_version_and_one_index_entry() {
+    let stack = TestStack::start().await;
+    let t0 = Utc::now() - Delta::minutes(5);
+    let ops: Vec<Operation> = (0..20)
+        .map(|i| {
+            op(
+                Uuid::new_v4(),
+                OpKind::Create,
+                t0,
+                title(&format!("task {i}")),
+            )
+        })
+        .collect();
+    apply_first_attempts(&stack.db, &ops).await.unwrap();
+    let client = stack.db.get().await.unwrap();
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .await
+        .unwrap();
+    // Every line pointer on the table's pages, live or dead: a task inserted and then updated
+    // leaves two.
+    let versions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM generate_series(0, (pg_relation_size('tasks') / \
+               current_setting('block_size')::int - 1)::int) AS b, \
+             heap_page_items(get_raw_page('tasks', b)) WHERE lp_flags <> 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 20, "one row version per created task");
+    // Twenty keys fit in the primary key's single leaf page (block 1).
+    let entries: i64 = client
+        .query_one("SELECT count(*) FROM bt_page_items('tasks_pkey', 1)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, 20, "one primary key entry per created task");
+}
+
+/// An id other than `id` with the same advisory lock key (the key folds the id's halves with
+/// xor, so flipping one bit in both halves keeps it).
+fn same_key(id: Uuid, bit: u64) -> Uuid {
+    let (high, low) = id.as_u64_pair();
+    let twin = Uuid::from_u64_pair(high ^ bit, low ^ bit);
+    assert_eq!(lock_key(twin), lock_key(id), "the key folds the halves");
+    twin
+}
+
+#[tokio::test]
+async fn tasks_sharing_a_lock_key_in_opposite_id_order_never_deadlock() {
+    let stack = TestStack::start().await;
+    let t0 = Utc::now() - Delta::minutes(5);
+    for _ in 0..5 {
+        let (mut a1, mut a2) = (Uuid::new_v4(), Uuid::new_v4());
+        if a2 < a1 {
+            std::mem::swap(&mut a1, &mut a2);
+        }
+        // Flipping the highest bit where the two high halves differ reverses their order:
+        // b1 (a2's key) sorts before b2 (a1's key), so locking by id order would cross.
+        let diff = a1.as_u64_pair().0 ^ a2.as_u64_pair().0;
+        let bit = 1u64 << (63 - diff.leading_zeros());
+        let (b1, b2) = (same_key(a2, bit), same_key(a1, bit));
+        assert!(b1 < b2);
+        let batch = |ids: [Uuid; 2]| -> Vec<Operation> {
+            ids.iter()
+                .map(|t| op(*t, OpKind::Create, t0, title("shared key")))
+                .collect()
+        };
+        let (ours, theirs) = (batch([a1, a2]), batch([b1, b2]));
+        let (first, second) = tokio::join!(
+            apply_first_attempts(&stack.db, &ours),
+            apply_first_attempts(&stack.db, &theirs)
+        );
+        for reports in [first.expect("no deadlock"), second.expect("no deadlock")] {
+            assert!(
+                reports.iter().all(|r| r.status == ItemStatus::Success),
+                "{reports:?}"
+            );
+        }
+        for t in [a1, a2, b1, b2] {
+            assert_eq!(
+                stack.stored(t).await.unwrap().3.as_deref(),
+                Some("shared key")
+            );
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! All SQL of the worker. Rows are read by column name.
 //!
-//! - [`tasks`]: the task rows (lock, save, remove unused placeholders);
+//! - [`tasks`]: the task rows (lock without writing, read, insert or update);
 //! - [`log`]: the operation log (read, record, forget replayed errors, resolve failure records).
 //!
 //! The functions of both work inside the apply step's transaction and run one statement (none
@@ -15,4 +15,4 @@ mod tasks;
 pub use log::{
     Decision, Logged, forget_decisions, logged_operations, record_operations, resolve_failures,
 };
-pub use tasks::{LockedTask, delete_placeholders, lock_tasks, save_tasks};
+pub use tasks::{LockedTask, lock_key, lock_tasks, read_tasks, save_tasks};

@@ -81,7 +81,7 @@ pub struct Plan<'a> {
     pub resolve: Vec<Uuid>,
     /// Tasks whose state changed, to save.
     pub changed: HashSet<Uuid>,
-    /// Tasks some operation merged into; a placeholder nobody wrote is removed.
+    /// Tasks some operation merged into; a task not stored that nobody wrote stays unwritten.
     pub written: HashSet<Uuid>,
 }
 
@@ -202,7 +202,7 @@ fn decide_new<'a>(
                 rejection: None,
             }
         }
-        // Every valid operation's task is locked; this is a row that vanished.
+        // Every valid operation's task is read (stored or not); not reached.
         (None, None) => Verdict::not_found(),
     };
     plan.record.push(Decision {

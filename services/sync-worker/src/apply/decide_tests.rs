@@ -38,7 +38,7 @@ fn exclusive(task: Uuid, secs: i64) -> Operation {
     }
 }
 
-/// A locked row of `owner`: a placeholder, or the state of `ops` applied in turn.
+/// A locked task of `owner`: not stored yet, or the state of `ops` applied in turn.
 fn row(task: Uuid, owner: &str, ops: &[&Operation]) -> LockedTask {
     let mut state = TaskState::default();
     for o in ops {
@@ -46,7 +46,7 @@ fn row(task: Uuid, owner: &str, ops: &[&Operation]) -> LockedTask {
     }
     LockedTask {
         user_id: owner.into(),
-        inserted: ops.is_empty(),
+        stored: !ops.is_empty(),
         task: Task {
             id: task,
             title: String::new(),

@@ -3,7 +3,8 @@
 //! Pure of AMQP, so tests call it directly. The loop in [`crate::consumer`] acks, retries,
 //! parks and replies around it. One batch goes through four stages:
 //! 1. [`validate`]: check each operation again (pure);
-//! 2. lock the batch's tasks and read what the log holds of its op ids (two statements);
+//! 2. lock the batch's tasks (advisory locks, nothing written), then read them and what the
+//!    log holds of its op ids (three statements, two round trips);
 //! 3. [`decide`]: what becomes of each operation (pure, unit-tested);
 //! 4. persist the plan and commit (at most five statements), then [`report`] (pure).
 //!
@@ -103,16 +104,22 @@ pub async fn apply_batch(
     let problems = validate::problems(ops);
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    // Invalid operations lock nothing: no placeholder row for them.
+    // Invalid operations lock nothing.
     let targets: Vec<(Uuid, &str)> = ops
         .iter()
         .zip(&problems)
         .filter(|(_, problem)| problem.is_none())
         .map(|(op, _)| (op.task_id, op.user_id.as_str()))
         .collect();
-    let mut locked = storage::lock_tasks(&tx, &targets).await?;
+    let ids: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
+    storage::lock_tasks(&tx, &ids).await?;
+    // Both reads come after the locks (their own snapshots see what the previous holder
+    // committed) and are independent: sent together, one round trip.
     let op_ids: Vec<Uuid> = ops.iter().map(|op| op.op_id).collect();
-    let logged = storage::logged_operations(&tx, &op_ids).await?;
+    let (mut locked, logged) = tokio::try_join!(
+        storage::read_tasks(&tx, &targets),
+        storage::logged_operations(&tx, &op_ids)
+    )?;
     let batch = Batch {
         ops,
         attempts,
@@ -131,18 +138,13 @@ async fn persist(
     plan: &Plan<'_>,
     locked: &HashMap<Uuid, LockedTask>,
 ) -> Result<Vec<Task>, tokio_postgres::Error> {
-    let to_save: Vec<(Uuid, &tasksync_shared::merge::TaskState)> = locked
+    // A task not stored that no operation merged into is not written at all.
+    let to_save: Vec<&LockedTask> = locked
         .iter()
-        .filter(|(id, _)| plan.changed.contains(id))
-        .map(|(id, row)| (*id, &row.state))
+        .filter(|(id, row)| plan.changed.contains(id) || (!row.stored && plan.written.contains(id)))
+        .map(|(_, row)| row)
         .collect();
     let saved = storage::save_tasks(tx, &to_save).await?;
-    let placeholders: Vec<Uuid> = locked
-        .iter()
-        .filter(|(id, row)| row.inserted && !plan.written.contains(id))
-        .map(|(id, _)| *id)
-        .collect();
-    storage::delete_placeholders(tx, &placeholders).await?;
     // Before recording: a replayed operation's new decision takes the place of its error.
     storage::forget_decisions(tx, &plan.forget).await?;
     storage::record_operations(tx, &plan.record).await?;
@@ -150,7 +152,7 @@ async fn persist(
     Ok(saved)
 }
 
-/// The batch's tasks as it left them, by id; placeholders nobody wrote are gone.
+/// The batch's tasks as it left them, by id.
 fn shown(locked: HashMap<Uuid, LockedTask>, saved: Vec<Task>) -> HashMap<Uuid, Shown> {
     let mut shown: HashMap<Uuid, Shown> = locked
         .into_iter()
