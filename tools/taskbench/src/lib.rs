@@ -44,15 +44,7 @@ async fn http_scenario(scenario: Scenario, common: &Common) -> anyhow::Result<Re
     let base = target::checked_base(&common.base_url, common.allow_remote)?;
     let token = target::bearer(common.token.as_deref(), &common.user)?;
     let http = Http::new(base, token, common.connections, common.respond_async)?;
-    let seeds = match scenario {
-        Scenario::ReadList => scenario::seed::tasks(&http, 1_000, 1_000).await?,
-        Scenario::ReadOne | Scenario::Mixed => scenario::seed::tasks(&http, 200, 200).await?,
-        _ => Vec::new(),
-    };
-    let list_rows = match scenario {
-        Scenario::ReadList => Some(list_rows(&http).await?),
-        _ => None,
-    };
+    let (seeds, list) = seed(scenario, &http).await?;
     let budget = Arc::new(Budget::new(common.run_time(), common.requests));
     let ctx = Arc::new(Ctx {
         http,
@@ -99,7 +91,8 @@ async fn http_scenario(scenario: Scenario, common: &Common) -> anyhow::Result<Re
         requests_per_s: tally.answered() as f64 / seconds,
         latency_ms: Latency::of(&tally.latency),
         ops,
-        list_rows,
+        list_rows: list.map(|(rows, _)| rows),
+        list_has_more: list.map(|(_, more)| more),
         api_rss,
         worker_rss,
         ceiling: None,
@@ -129,12 +122,33 @@ async fn ops(common: &Common, tally: &Tally, seconds: f64) -> anyhow::Result<Ops
     Ok(ops)
 }
 
-/// How many rows one `GET /api/tasks` answers (outside the measured load).
-async fn list_rows(http: &Http) -> anyhow::Result<usize> {
+/// The tasks a scenario reads, created beforehand: 200 for `read-one` and `mixed`; for
+/// `read-list`, enough for the bench user to own 1,000. For `read-list`, also the rows one list
+/// answers and whether the user owns more (then the figure is not "a list of 1,000 rows").
+async fn seed(
+    scenario: Scenario,
+    http: &Http,
+) -> anyhow::Result<(Vec<uuid::Uuid>, Option<(usize, bool)>)> {
+    match scenario {
+        Scenario::ReadOne | Scenario::Mixed => {
+            Ok((scenario::seed::tasks(http, 200, 200).await?, None))
+        }
+        Scenario::ReadList => {
+            let (rows, _) = list_page(http).await?;
+            scenario::seed::tasks(http, 1_000usize.saturating_sub(rows), 1_000).await?;
+            Ok((Vec::new(), Some(list_page(http).await?)))
+        }
+        _ => Ok((Vec::new(), None)),
+    }
+}
+
+/// Rows of one `GET /api/tasks` and whether it has a next page (outside the measured load).
+async fn list_page(http: &Http) -> anyhow::Result<(usize, bool)> {
     let mut tally = Tally::default();
     match http.send(&mut tally, Method::GET, "/api/tasks", None).await {
         Some(a) if a.status.is_success() => {
-            Ok(serde_json::from_slice::<Vec<serde_json::Value>>(&a.body)?.len())
+            let rows = serde_json::from_slice::<Vec<serde_json::Value>>(&a.body)?.len();
+            Ok((rows, a.headers.contains_key("x-next-cursor")))
         }
         _ => bail!(
             "GET /api/tasks failed: {}",

@@ -19,6 +19,8 @@ pub struct Report {
     pub ops: Option<Ops>,
     /// `GET /api/tasks` rows in the first answer (`read-list`).
     pub list_rows: Option<usize>,
+    /// Whether the bench user owns more tasks than one list answers (`read-list`).
+    pub list_has_more: Option<bool>,
     pub api_rss: Option<Rss>,
     pub worker_rss: Option<Rss>,
     pub ceiling: Option<CeilingFigures>,
@@ -153,7 +155,12 @@ impl Report {
             ));
         }
         if let Some(n) = self.list_rows {
-            rows.push(("rows per list".into(), n.to_string()));
+            let more = if self.list_has_more == Some(true) {
+                " (the user owns more)"
+            } else {
+                ""
+            };
+            rows.push(("rows per list".into(), format!("{n}{more}")));
         }
         for (name, rss) in [("api", &self.api_rss), ("worker", &self.worker_rss)] {
             if let Some(m) = rss {

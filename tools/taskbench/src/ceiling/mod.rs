@@ -183,6 +183,7 @@ async fn measure(
         latency_ms: None,
         ops: None,
         list_rows: None,
+        list_has_more: None,
         api_rss: None,
         worker_rss: None,
         ceiling: Some(figures),
