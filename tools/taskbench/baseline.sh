@@ -8,7 +8,8 @@ export DATABASE_URL=postgres://postgres@127.0.0.1:5432/tasksync_bench_baseline
 export AMQP_URL='amqp://guest:guest@127.0.0.1:5672/%2f' AMQP_PREFIX=taskbench-baseline
 export HOST=127.0.0.1 PORT=38431 WORKER_HTTP_PORT=38432 RUST_LOG=warn
 "$B/api" > "$OUT/api.log" 2>&1 & API=$!
-sleep 3   # the api migrates the database and declares the topology
+# The api migrates the database and declares the topology before it is ready.
+for i in $(seq 100); do curl -sf 127.0.0.1:38431/api/ready > /dev/null && break; sleep 0.2; done
 "$B/sync-worker" > "$OUT/worker.log" 2>&1 & WORKER=$!
 trap 'kill -TERM $API $WORKER' EXIT
 for i in $(seq 50); do curl -sf 127.0.0.1:38432/ready > /dev/null && break; sleep 0.2; done

@@ -110,3 +110,26 @@ where
     bar.finish_and_clear();
     (tally, elapsed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Budget;
+
+    #[test]
+    fn a_request_budget_is_spent_exactly() {
+        let budget = Budget::new(Duration::from_millis(1), Some(3));
+        std::thread::sleep(Duration::from_millis(5));
+        // The time is ignored when a request count is given.
+        assert_eq!((0..10).filter(|_| budget.take()).count(), 3);
+    }
+
+    #[test]
+    fn a_time_budget_ends() {
+        let budget = Budget::new(Duration::from_millis(20), None);
+        assert!(budget.take());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!budget.take());
+    }
+}

@@ -133,3 +133,27 @@ fn retry_after(headers: &HeaderMap) -> Duration {
 fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    use super::retry_after;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        assert_eq!(retry_after(&with("2")), Duration::from_secs(2));
+        assert_eq!(retry_after(&with("0")), Duration::from_millis(50));
+        assert_eq!(retry_after(&with("3600")), Duration::from_secs(5));
+        assert_eq!(retry_after(&with("soon")), Duration::from_secs(1));
+        assert_eq!(retry_after(&HeaderMap::new()), Duration::from_secs(1));
+    }
+}

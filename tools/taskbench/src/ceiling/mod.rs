@@ -66,6 +66,11 @@ pub async fn run(common: &Common) -> anyhow::Result<Report> {
         .database_url
         .as_deref()
         .context("ceiling needs --database-url (or DATABASE_URL)")?;
+    let quorum = match common.queue_type.as_str() {
+        "quorum" => true,
+        "classic" => false,
+        other => anyhow::bail!("--queue-type: expected quorum or classic, got {other}"),
+    };
     let tag = format!(
         "taskbench_{}_{}",
         std::process::id(),
@@ -73,7 +78,7 @@ pub async fn run(common: &Common) -> anyhow::Result<Report> {
     );
     let queue = format!("{tag}.ceiling");
     let connection = Arc::new(tasksync_shared::amqp::connect(&common.amqp_url, "taskbench").await?);
-    broker::declare(&connection, &queue, common.queue_type == "quorum").await?;
+    broker::declare(&connection, &queue, quorum).await?;
     let scratch = scratch::Scratch::create(database_url, &tag).await;
     let result = match &scratch {
         Ok((_, pool)) => tokio::select! {
