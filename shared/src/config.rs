@@ -45,7 +45,8 @@ pub struct Settings {
     pub publish_timeout: Duration,
     /// `AMQP_PREFETCH`: unacknowledged deliveries the worker may hold.
     pub prefetch: u16,
-    /// `WORKER_BATCH_SIZE`: most deliveries the worker applies in one transaction.
+    /// `WORKER_BATCH_SIZE`: most deliveries the worker applies in one transaction (at most
+    /// [`MAX_BATCH_SIZE`]).
     pub batch_size: usize,
     /// `DB_POOL_SIZE`: Postgres connections per process.
     pub db_pool_size: usize,
@@ -193,7 +194,12 @@ impl Settings {
                 .map(millis)
                 .unwrap_or(d.publish_timeout),
             prefetch: positive(&get, "AMQP_PREFETCH")?.unwrap_or(d.prefetch),
-            batch_size: positive(&get, "WORKER_BATCH_SIZE")?.unwrap_or(d.batch_size),
+            batch_size: at_most(
+                "WORKER_BATCH_SIZE",
+                positive(&get, "WORKER_BATCH_SIZE")?,
+                MAX_BATCH_SIZE,
+            )?
+            .unwrap_or(d.batch_size),
             db_pool_size: positive(&get, "DB_POOL_SIZE")?.unwrap_or(d.db_pool_size),
             body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
             max_batch_items: positive(&get, "MAX_BATCH_ITEMS")?.unwrap_or(d.max_batch_items),
@@ -359,6 +365,28 @@ where
             })
         })
         .transpose()
+}
+
+/// Largest `WORKER_BATCH_SIZE`. A batch takes one advisory lock per task, and those live in the
+/// server's shared lock table (about `max_locks_per_transaction` × `max_connections` entries,
+/// 6,400 with Postgres's defaults, shared by every session): past it Postgres answers "out of
+/// shared memory". 2,000 leaves room for a few workers and everything else.
+pub const MAX_BATCH_SIZE: usize = 2_000;
+
+/// `value` when it is at most `limit`; an error naming the variable otherwise.
+fn at_most(
+    name: &'static str,
+    value: Option<usize>,
+    limit: usize,
+) -> Result<Option<usize>, ConfigError> {
+    match value {
+        Some(v) if v > limit => Err(ConfigError {
+            name,
+            value: v.to_string(),
+            reason: format!("must be at most {limit}"),
+        }),
+        other => Ok(other),
+    }
 }
 
 fn positive<T>(
@@ -537,6 +565,14 @@ mod tests {
         assert_eq!(
             from(&[("WORKER_BATCH_SIZE", "0")]).unwrap_err().name,
             "WORKER_BATCH_SIZE"
+        );
+        assert_eq!(
+            from(&[("WORKER_BATCH_SIZE", "2001")]).unwrap_err().name,
+            "WORKER_BATCH_SIZE"
+        );
+        assert_eq!(
+            from(&[("WORKER_BATCH_SIZE", "2000")]).unwrap().batch_size,
+            2000
         );
         assert_eq!(from(&[("HOST", "local host")]).unwrap_err().name, "HOST");
         assert_eq!(
