@@ -307,7 +307,9 @@ mod tests {
         }
         let broker_listed = list_broker("list_queues").is_ok();
 
-        let (databases, _) = sweep(services, now()).await;
+        // Its counts are not asserted: another test process's start-up sweep, running at the
+        // same time, may remove the stale objects first. The end state below is what matters.
+        sweep(services, now()).await;
         let mut left = Vec::new();
         for names in [&stale, &fresh, &other] {
             let database = database_exists(services, &names.database).await;
@@ -324,7 +326,6 @@ mod tests {
             .await;
         }
 
-        assert!(databases >= 1);
         let stale_left = if broker_listed {
             (false, (false, false))
         } else {
