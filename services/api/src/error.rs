@@ -142,6 +142,17 @@ struct ErrorBody<'a> {
     path: &'a str,
 }
 
+/// An answer with `status` and the SPEC error body `{"error", "timestamp", "path"}`. For layers
+/// that answer outside [`render_errors`] (authentication), and for it.
+pub fn error_body(status: StatusCode, message: &str, path: &str) -> Response {
+    let body = ErrorBody {
+        error: message,
+        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        path,
+    };
+    (status, Json(body)).into_response()
+}
+
 /// Gives every error response the JSON error body, with the request path.
 pub async fn render_errors(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
@@ -157,12 +168,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         None => default_message(status),
     };
     let (mut parts, _) = response.into_parts();
-    let body = ErrorBody {
-        error: &message,
-        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        path: &path,
-    };
-    let rendered = Json(body).into_response();
+    let rendered = error_body(status, &message, &path);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,

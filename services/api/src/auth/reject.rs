@@ -9,12 +9,11 @@
 //! | a valid-looking token while no key could be fetched (`JWT_JWKS_URL`) | 503, `Retry-After` | — |
 
 use axum::{
-    Json,
     http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use chrono::{SecondsFormat, Utc};
-use serde_json::json;
+
+use crate::error::error_body;
 
 /// Why a request is not let through.
 #[derive(Debug)]
@@ -68,12 +67,7 @@ impl Refusal {
                 None,
             ),
         };
-        let body = json!({
-            "error": message,
-            "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            "path": path,
-        });
-        let mut response = (status, Json(body)).into_response();
+        let mut response = error_body(status, &message, path);
         let headers = response.headers_mut();
         match challenge.map(|c| HeaderValue::from_str(&c)) {
             Some(Ok(value)) => {
