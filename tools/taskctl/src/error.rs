@@ -3,6 +3,8 @@
 //! Library errors never reach the terminal as they are: a lapin error is described by
 //! [`crate::broker::describe`], a Postgres error by its message, always with what was being done.
 
+use tasksync_shared::db;
+
 /// Why a command failed. The exit code of each variant is documented in the crate doc.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -44,7 +46,7 @@ impl CtlError {
     pub fn postgres(doing: &str, error: &tokio_postgres::Error) -> Self {
         let reason = match error.as_db_error() {
             Some(db) => db.message().to_string(),
-            None => chain(error),
+            None => db::describe(error),
         };
         Self::failed(format!("{doing} (Postgres, DATABASE_URL): {reason}"))
     }
@@ -54,19 +56,4 @@ impl From<serde_json::Error> for CtlError {
     fn from(e: serde_json::Error) -> Self {
         Self::failed(format!("writing JSON: {e}"))
     }
-}
-
-/// An error and its causes, `outer: inner: …`, as `anyhow`'s `{:#}` shows them.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

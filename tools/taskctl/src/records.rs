@@ -98,9 +98,9 @@ impl Records {
             let reason = match &e {
                 deadpool_postgres::PoolError::Backend(e) => match e.as_db_error() {
                     Some(db) => db.message().to_string(),
-                    None => crate::error::chain(e),
+                    None => tasksync_shared::db::describe(e),
                 },
-                other => crate::error::chain(other),
+                other => tasksync_shared::db::describe(other),
             };
             CtlError::failed(format!("cannot reach Postgres (DATABASE_URL): {reason}"))
         })
