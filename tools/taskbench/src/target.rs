@@ -24,8 +24,9 @@ pub fn checked_base(base: &str, allow_remote: bool) -> anyhow::Result<Url> {
     Ok(url)
 }
 
-/// The bearer token: `--token`, else one minted for `user` with `JWT_SECRET` (valid for a day),
-/// else none (the api in development mode).
+/// The bearer token: `--token`, else one minted for `user` with `JWT_SECRET` (valid for a day,
+/// with `JWT_ISSUER` / `JWT_AUDIENCE` when set, as the api checks them), else none (the api in
+/// development mode).
 pub fn bearer(token: Option<&str>, user: &str) -> anyhow::Result<Option<String>> {
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         return Ok(Some(token.to_string()));
@@ -36,11 +37,16 @@ pub fn bearer(token: Option<&str>, user: &str) -> anyhow::Result<Option<String>>
     else {
         return Ok(None);
     };
-    let now = chrono::Utc::now().timestamp();
-    let claims = serde_json::json!({ "sub": user, "iat": now, "exp": now + 86_400 });
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
-        .context("mint a token with JWT_SECRET")?;
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let (issuer, audience) = (set("JWT_ISSUER"), set("JWT_AUDIENCE"));
+    let token = api::auth::mint::hs256_token(
+        secret.as_bytes(),
+        user,
+        86_400,
+        issuer.as_deref(),
+        audience.as_deref(),
+    )
+    .context("mint a token with JWT_SECRET")?;
     Ok(Some(token))
 }
 
