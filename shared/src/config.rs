@@ -45,9 +45,11 @@ pub struct Settings {
     pub publish_timeout: Duration,
     /// `AMQP_PREFETCH`: unacknowledged deliveries the worker may hold.
     pub prefetch: u16,
-    /// `WORKER_BATCH_SIZE`: most deliveries the worker applies in one transaction (at most
-    /// [`MAX_BATCH_SIZE`]).
+    /// `WORKER_BATCH_SIZE`: most deliveries the worker applies in one transaction.
     pub batch_size: usize,
+    /// `WORKER_BATCHES_IN_FLIGHT`: batches one worker applies at once (at most
+    /// [`MAX_BATCHES_IN_FLIGHT`]; times `batch_size`, at most [`MAX_TASKS_LOCKED`]).
+    pub batches_in_flight: usize,
     /// `DB_POOL_SIZE`: Postgres connections per process.
     pub db_pool_size: usize,
     /// `BODY_LIMIT_BYTES`: largest request body the api accepts.
@@ -89,8 +91,9 @@ impl Default for Settings {
             retry_delays: [1_000, 5_000, 25_000].map(Duration::from_millis).to_vec(),
             write_wait: Duration::from_millis(2_000),
             publish_timeout: Duration::from_millis(5_000),
-            prefetch: 256,
-            batch_size: 256,
+            prefetch: 1_000,
+            batch_size: 500,
+            batches_in_flight: 2,
             db_pool_size: 16,
             body_limit: 2 * 1024 * 1024,
             max_batch_items: 1_000,
@@ -163,7 +166,7 @@ impl Settings {
         // Empty counts as unset: with authentication on, an unset rate takes its default.
         let set = |name: &str| get(name).filter(|value| !value.trim().is_empty());
         let authenticated = jwt.enabled();
-        Ok(Self {
+        let mut settings = Self {
             database_url: match get("DATABASE_URL") {
                 Some(url) => urls::database_url(url)?,
                 None => d.database_url,
@@ -197,9 +200,10 @@ impl Settings {
             batch_size: at_most(
                 "WORKER_BATCH_SIZE",
                 positive(&get, "WORKER_BATCH_SIZE")?,
-                MAX_BATCH_SIZE,
+                MAX_TASKS_LOCKED,
             )?
             .unwrap_or(d.batch_size),
+            batches_in_flight: d.batches_in_flight,
             db_pool_size: positive(&get, "DB_POOL_SIZE")?.unwrap_or(d.db_pool_size),
             body_limit: positive(&get, "BODY_LIMIT_BYTES")?.unwrap_or(d.body_limit),
             max_batch_items: positive(&get, "MAX_BATCH_ITEMS")?.unwrap_or(d.max_batch_items),
@@ -225,7 +229,32 @@ impl Settings {
                 .unwrap_or(d.http_request_timeout),
             http_max_connections: positive(&get, "HTTP_MAX_CONNECTIONS")?
                 .unwrap_or(d.http_max_connections),
-        })
+        };
+        settings.batches_in_flight = batches_in_flight(&get, settings.batch_size)?;
+        Ok(settings)
+    }
+}
+
+/// `WORKER_BATCHES_IN_FLIGHT`, such that the worker never holds more than [`MAX_TASKS_LOCKED`]
+/// tasks locked. Unset, the default gives way to a large `WORKER_BATCH_SIZE` (down to one batch
+/// at a time); set, a product over the budget is an error naming it.
+fn batches_in_flight(
+    get: &impl Fn(&str) -> Option<String>,
+    batch_size: usize,
+) -> Result<usize, ConfigError> {
+    const NAME: &str = "WORKER_BATCHES_IN_FLIGHT";
+    let fits = (MAX_TASKS_LOCKED / batch_size.max(1)).max(1);
+    match at_most(NAME, positive(get, NAME)?, MAX_BATCHES_IN_FLIGHT)? {
+        None => Ok(Settings::default().batches_in_flight.min(fits)),
+        Some(n) if n <= fits => Ok(n),
+        Some(n) => Err(ConfigError {
+            name: NAME,
+            reason: format!(
+                "{n} batches of WORKER_BATCH_SIZE {batch_size} would lock more than \
+                 {MAX_TASKS_LOCKED} tasks at once"
+            ),
+            value: n.to_string(),
+        }),
     }
 }
 
@@ -367,11 +396,15 @@ where
         .transpose()
 }
 
-/// Largest `WORKER_BATCH_SIZE`. A batch takes one advisory lock per task, and those live in the
+/// Most tasks one worker may hold locked at once: `WORKER_BATCH_SIZE` ×
+/// `WORKER_BATCHES_IN_FLIGHT`. A batch takes one advisory lock per task, and those live in the
 /// server's shared lock table (about `max_locks_per_transaction` × `max_connections` entries,
 /// 6,400 with Postgres's defaults, shared by every session): past it Postgres answers "out of
 /// shared memory". 2,000 leaves room for a few workers and everything else.
-pub const MAX_BATCH_SIZE: usize = 2_000;
+pub const MAX_TASKS_LOCKED: usize = 2_000;
+
+/// Largest `WORKER_BATCHES_IN_FLIGHT`: past a few, batches only queue on the database's cores.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
 
 /// `value` when it is at most `limit`; an error naming the variable otherwise.
 fn at_most(
@@ -574,6 +607,28 @@ mod tests {
             from(&[("WORKER_BATCH_SIZE", "2000")]).unwrap().batch_size,
             2000
         );
+        // The default number in flight gives way to a large batch; a set one does not.
+        assert_eq!(
+            from(&[("WORKER_BATCH_SIZE", "2000")])
+                .unwrap()
+                .batches_in_flight,
+            1
+        );
+        assert_eq!(from(&[]).unwrap().batches_in_flight, 2);
+        assert_eq!(
+            from(&[("WORKER_BATCHES_IN_FLIGHT", "4"), ("WORKER_BATCH_SIZE", "500")])
+                .unwrap()
+                .batches_in_flight,
+            4
+        );
+        for (in_flight, size) in [("0", "100"), ("9", "100"), ("2", "1001")] {
+            assert_eq!(
+                from(&[("WORKER_BATCHES_IN_FLIGHT", in_flight), ("WORKER_BATCH_SIZE", size)])
+                    .unwrap_err()
+                    .name,
+                "WORKER_BATCHES_IN_FLIGHT"
+            );
+        }
         assert_eq!(from(&[("HOST", "local host")]).unwrap_err().name, "HOST");
         assert_eq!(
             from(&[("AMQP_URL", "garbage")]).unwrap_err().name,

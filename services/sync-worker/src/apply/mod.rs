@@ -12,6 +12,7 @@
 
 mod decide;
 mod report;
+mod turn;
 mod validate;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use crate::{
 };
 use decide::{Batch, Plan};
 use report::Shown;
+pub use turn::LockTurn;
 
 /// Why a batch could not be applied. Nothing of it was written.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +88,14 @@ pub async fn apply_first_attempts(
     pool: &Pool,
     ops: &[Operation],
 ) -> Result<Vec<OutcomeReport>, ApplyError> {
-    apply_batch(pool, ops, &vec![Attempt::FIRST; ops.len()], &NoFaults).await
+    let attempts = vec![Attempt::FIRST; ops.len()];
+    apply_batch(pool, ops, &attempts, &NoFaults, LockTurn::default()).await
 }
 
 /// Applies `ops` (`ops[i]` on attempt `attempts[i]`) in one transaction and returns one report
-/// per operation, in order. `faults` is consulted before each operation is merged.
+/// per operation, in order. `faults` is consulted before each operation is merged. The locks
+/// are taken in `turn` (after the batch gathered before this one has its locks), so that a
+/// worker's batches in flight apply the writes to one task in delivery order.
 ///
 /// An operation already in the log (a redelivery, or a client pushing it again) is not applied
 /// again: its report repeats the recorded outcome with the current task.
@@ -100,6 +105,7 @@ pub async fn apply_batch(
     ops: &[Operation],
     attempts: &[Attempt],
     faults: &dyn FaultInjector,
+    mut turn: LockTurn,
 ) -> Result<Vec<OutcomeReport>, ApplyError> {
     let problems = validate::problems(ops);
     let mut client = pool.get().await?;
@@ -112,7 +118,9 @@ pub async fn apply_batch(
         .map(|(op, _)| (op.task_id, op.user_id.as_str()))
         .collect();
     let ids: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
+    turn.wait().await;
     storage::lock_tasks(&tx, &ids).await?;
+    turn.pass();
     // Both reads come after the locks (their own snapshots see what the previous holder
     // committed) and are independent: sent together, one round trip.
     let op_ids: Vec<Uuid> = ops.iter().map(|op| op.op_id).collect();

@@ -153,6 +153,11 @@ pub(super) async fn ack(delivery: &Delivery) -> anyhow::Result<()> {
     bounded(delivery.acker.ack(BasicAckOptions::default())).await
 }
 
+/// Acks `delivery` and every outstanding delivery of its channel with a lower tag.
+pub(super) async fn ack_up_to(delivery: &Delivery) -> anyhow::Result<()> {
+    bounded(delivery.acker.ack(BasicAckOptions { multiple: true })).await
+}
+
 /// Hands a delivery back to its queue.
 pub(super) async fn requeue(delivery: &Delivery) -> anyhow::Result<()> {
     let options = BasicNackOptions {

@@ -1,19 +1,20 @@
 //! The loop around the apply step: connect, declare, consume with bounded prefetch, then for
 //! each batch gather → [`step`] (read, decide, apply or split, record failures) →
-//! [`settle`] (acks, copies, replies). Reconnects with backoff when the broker goes away, and
-//! holds deliveries instead of failing them while the database is out of reach.
+//! [`settle`] (copies, acks, replies), with up to `WORKER_BATCHES_IN_FLIGHT` batches in the
+//! pipeline at once and settling in delivery order. Reconnects with backoff when the broker
+//! goes away, and holds deliveries instead of failing them while the database is out of reach.
 //!
 //! Layout:
 //! - [`fate`]: what becomes of one delivery ([`fate::Fate`]), decided by pure functions;
 //! - [`facts`]: what a delivery says about itself (attempt, redeliveries, record key);
 //! - [`step`]: the batch step, every database round bounded by `DB_TIMEOUT_MS`;
-//! - [`settle`]: carries the fates out with the broker;
+//! - [`settle`]: carries the fates out with the broker, acking as [`acks`] plans;
 //! - [`copies`]: confirmed copies, their headers, acks, best-effort replies.
 
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use lapin::{
     Channel, Connection, Consumer,
     message::Delivery,
@@ -21,8 +22,9 @@ use lapin::{
     types::FieldTable,
 };
 use tasksync_shared::{Settings, amqp, amqp::Backoff, shutdown::stopped, topology::Topology};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
+mod acks;
 mod copies;
 mod facts;
 mod fate;
@@ -34,7 +36,7 @@ use fate::Fate;
 use settle::settle;
 use step::{Verdict, step};
 
-use crate::faults::FaultInjector;
+use crate::{apply::LockTurn, faults::FaultInjector};
 
 /// Longest wait for an ack, a reject or a publish confirm before the session is given up.
 const AMQP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,29 +160,65 @@ async fn session(
 }
 
 /// Returns `Ok` when stopped; an error when the session broke.
+///
+/// Pipelined: up to `WORKER_BATCHES_IN_FLIGHT` batches are worked on at once. A batch is
+/// gathered from what has already arrived (so it grows with the backlog, up to
+/// `WORKER_BATCH_SIZE`, and stays small when the queue is short) and its step starts at once,
+/// while earlier batches commit; batches settle in the order they were gathered ([`in_turn`]).
+/// Overlapping batches take their advisory locks in the one global order, as separate workers
+/// do, so they queue instead of deadlocking.
 async fn consume_batches(
     ctx: &Ctx<'_>,
     consumer: &mut Consumer,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let mut in_flight = FuturesUnordered::new();
+    // Given when the latest batch has settled: the next batch's turn to settle.
+    let mut previous: Option<oneshot::Receiver<()>> = None;
+    // Given when the latest batch holds its task locks: the next batch's turn to lock.
+    let mut locked: Option<oneshot::Receiver<()>> = None;
+    let mut stopping = false;
     loop {
-        let first = tokio::select! {
-            biased;
-            () = stopped(stop) => return Ok(()),
-            next = consumer.next() => next,
-        };
-        let mut batch = vec![next_delivery(first)?];
-        // Take what has already arrived, without waiting for more.
-        while batch.len() < ctx.settings.batch_size {
-            match consumer.next().now_or_never() {
-                Some(next) => batch.push(next_delivery(next)?),
-                None => break,
-            }
-        }
-        if process(ctx, batch, stop).await? {
+        if stopping && in_flight.is_empty() {
             return Ok(());
         }
+        let room = !stopping && in_flight.len() < ctx.settings.batches_in_flight;
+        tokio::select! {
+            biased;
+            () = stopped(stop), if !stopping => stopping = true,
+            finished = in_flight.next(), if !in_flight.is_empty() => {
+                // `Some`: the guard above; true: stopped while holding.
+                if let Some(finished) = finished
+                    && finished?
+                {
+                    stopping = true;
+                }
+            }
+            first = consumer.next(), if room => {
+                let batch = gather(ctx, consumer, first)?;
+                let (settled, turn) = oneshot::channel();
+                let after = previous.replace(turn);
+                let lock_turn = LockTurn::next(&mut locked);
+                in_flight.push(in_turn(ctx, batch, lock_turn, after, settled, stop.clone()));
+            }
+        }
     }
+}
+
+/// A batch: `first`, and whatever has already arrived after it, up to `WORKER_BATCH_SIZE`.
+fn gather(
+    ctx: &Ctx<'_>,
+    consumer: &mut Consumer,
+    first: Option<lapin::Result<Delivery>>,
+) -> anyhow::Result<Vec<Delivery>> {
+    let mut batch = vec![next_delivery(first)?];
+    while batch.len() < ctx.settings.batch_size {
+        match consumer.next().now_or_never() {
+            Some(next) => batch.push(next_delivery(next)?),
+            None => break,
+        }
+    }
+    Ok(batch)
 }
 
 fn next_delivery(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> {
@@ -190,22 +228,39 @@ fn next_delivery(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delive
     }
 }
 
-/// Decides and settles one batch; while the database is out of reach, holds what needs it
-/// (taking no new deliveries) and decides it again with backoff. Returns true when stopped while
-/// holding (the held deliveries were handed back to the broker).
-async fn process(
+/// One batch through the pipeline: its step runs at once (taking its locks in `lock_turn`),
+/// its settling waits for the batch gathered before it (`after`) to have settled, then passes
+/// the turn on (`settled`, also when it fails: a dropped sender wakes the next one too).
+/// Settling in delivery order is what lets [`acks::plan`] ack with `multiple`.
+async fn in_turn(
     ctx: &Ctx<'_>,
     batch: Vec<Delivery>,
+    lock_turn: LockTurn,
+    after: Option<oneshot::Receiver<()>>,
+    settled: oneshot::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    let verdicts = step(ctx, batch, lock_turn).await;
+    if let Some(after) = after {
+        let _ = after.await;
+    }
+    let stopped = process(ctx, verdicts, &mut stop).await;
+    let _ = settled.send(());
+    stopped
+}
+
+/// Settles one batch's verdicts; while the database is out of reach, holds what needs it and
+/// decides it again with backoff (the batches behind it wait their turn, so the worker takes
+/// no more than its batches in flight meanwhile). Returns true when stopped while holding (the
+/// held deliveries were handed back to the broker).
+async fn process(
+    ctx: &Ctx<'_>,
+    verdicts: Vec<Verdict>,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
-    let mut deliveries = batch;
+    let mut held = settle(ctx, verdicts).await?;
     let mut backoff = Backoff::new();
-    loop {
-        let verdicts = step(ctx, deliveries).await;
-        let held = settle(ctx, verdicts).await?;
-        if held.is_empty() {
-            return Ok(false);
-        }
+    while !held.is_empty() {
         // Not the deliveries' fault: spend nothing, wait for the database.
         let delay = backoff.next_delay();
         tracing::warn!(held = held.len(), ?delay, "database unavailable; pausing");
@@ -217,6 +272,8 @@ async fn process(
                 return Ok(true);
             }
         }
-        deliveries = held.into_iter().map(|v| v.item.delivery).collect();
+        let deliveries = held.into_iter().map(|v| v.item.delivery).collect();
+        held = settle(ctx, step(ctx, deliveries, LockTurn::default()).await).await?;
     }
+    Ok(false)
 }

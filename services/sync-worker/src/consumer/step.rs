@@ -12,7 +12,7 @@ use super::{
     fate::{self, Facts, Fate},
 };
 use crate::{
-    apply::{ApplyError, Attempt, apply_batch},
+    apply::{ApplyError, Attempt, LockTurn, apply_batch},
     storage::failures::{Failure, FailureRecords, RecordError},
 };
 
@@ -36,9 +36,9 @@ pub(super) struct Verdict {
     pub fate: Fate,
 }
 
-/// Decides the fate of every delivery of `batch`.
+/// Decides the fate of every delivery of `batch`, taking its locks in `turn`.
 #[tracing::instrument(skip_all, fields(deliveries = batch.len()))]
-pub(super) async fn step(ctx: &Ctx<'_>, batch: Vec<Delivery>) -> Vec<Verdict> {
+pub(super) async fn step(ctx: &Ctx<'_>, batch: Vec<Delivery>, turn: LockTurn) -> Vec<Verdict> {
     let mut verdicts = Vec::with_capacity(batch.len());
     let mut to_apply = Vec::with_capacity(batch.len());
     for delivery in batch {
@@ -48,7 +48,7 @@ pub(super) async fn step(ctx: &Ctx<'_>, batch: Vec<Delivery>) -> Vec<Verdict> {
         }
     }
     if !to_apply.is_empty() {
-        verdicts.extend(apply_or_split(ctx, to_apply).await);
+        verdicts.extend(apply_or_split(ctx, to_apply, turn).await);
     }
     record(ctx, verdicts).await
 }
@@ -123,12 +123,17 @@ fn delivery_span(op: Option<&Operation>, attempt: Attempt, message_id: &str) -> 
 }
 
 /// Applies a batch in one transaction; when a statement fails, applies its operations one by
-/// one to find the one at fault.
-async fn apply_or_split(ctx: &Ctx<'_>, batch: Vec<(Item, Operation)>) -> Vec<Verdict> {
+/// one to find the one at fault (outside the lock order: by then the batches behind it have
+/// gone ahead).
+async fn apply_or_split(
+    ctx: &Ctx<'_>,
+    batch: Vec<(Item, Operation)>,
+    turn: LockTurn,
+) -> Vec<Verdict> {
     let ops: Vec<Operation> = batch.iter().map(|(_, op)| op.clone()).collect();
     let attempts: Vec<Attempt> = batch.iter().map(|(item, _)| item.attempt).collect();
     let results: Vec<Result<OutcomeReport, ApplyError>> =
-        match apply_bounded(ctx, &ops, &attempts).await {
+        match apply_bounded(ctx, &ops, &attempts, turn).await {
             Ok(reports) => reports.into_iter().map(Ok).collect(),
             Err(ApplyError::Failed(error)) if batch.len() > 1 => {
                 tracing::warn!(%error, size = batch.len(), "batch failed; applying one by one");
@@ -180,7 +185,7 @@ async fn one_by_one(ctx: &Ctx<'_>, batch: Vec<(Item, Operation)>) -> Vec<Verdict
             continue;
         }
         let span = item.span.clone();
-        let alone = Box::pin(apply_or_split(ctx, vec![(item, op)]))
+        let alone = Box::pin(apply_or_split(ctx, vec![(item, op)], LockTurn::default()))
             .instrument(span)
             .await;
         reachable = !alone.iter().any(|v| v.fate == Fate::HoldForDatabase);
@@ -195,9 +200,11 @@ async fn apply_bounded(
     ctx: &Ctx<'_>,
     ops: &[Operation],
     attempts: &[Attempt],
+    turn: LockTurn,
 ) -> Result<Vec<OutcomeReport>, ApplyError> {
     let timeout = ctx.settings.db_timeout;
-    tokio::time::timeout(timeout, apply_batch(ctx.pool, ops, attempts, ctx.faults))
+    let applying = apply_batch(ctx.pool, ops, attempts, ctx.faults, turn);
+    tokio::time::timeout(timeout, applying)
         .await
         .unwrap_or_else(|_| {
             Err(ApplyError::Unavailable(format!(
