@@ -616,16 +616,22 @@ mod tests {
         );
         assert_eq!(from(&[]).unwrap().batches_in_flight, 2);
         assert_eq!(
-            from(&[("WORKER_BATCHES_IN_FLIGHT", "4"), ("WORKER_BATCH_SIZE", "500")])
-                .unwrap()
-                .batches_in_flight,
+            from(&[
+                ("WORKER_BATCHES_IN_FLIGHT", "4"),
+                ("WORKER_BATCH_SIZE", "500")
+            ])
+            .unwrap()
+            .batches_in_flight,
             4
         );
         for (in_flight, size) in [("0", "100"), ("9", "100"), ("2", "1001")] {
             assert_eq!(
-                from(&[("WORKER_BATCHES_IN_FLIGHT", in_flight), ("WORKER_BATCH_SIZE", size)])
-                    .unwrap_err()
-                    .name,
+                from(&[
+                    ("WORKER_BATCHES_IN_FLIGHT", in_flight),
+                    ("WORKER_BATCH_SIZE", size)
+                ])
+                .unwrap_err()
+                .name,
                 "WORKER_BATCHES_IN_FLIGHT"
             );
         }

@@ -73,6 +73,10 @@ impl ServiceProcess {
                 settings.publish_timeout.as_millis().to_string(),
             )
             .env("WORKER_BATCH_SIZE", settings.batch_size.to_string())
+            .env(
+                "WORKER_BATCHES_IN_FLIGHT",
+                settings.batches_in_flight.to_string(),
+            )
             .env("AMQP_PREFETCH", settings.prefetch.to_string())
             .env("HOST", "127.0.0.1")
             .env("PORT", settings.port.to_string())

@@ -204,7 +204,10 @@ async fn a_worker_killed_mid_batch_applies_every_operation_exactly_once_after_re
     let mut stack = TestStack::start().await;
     stack.stop_worker().await;
     let queued = load::drive(&[stack.base.clone()], 4, 100, Mode::CreateOnly).await;
-    let settings = process_settings(&stack);
+    let mut settings = process_settings(&stack);
+    // Small batches, several in flight: the kill lands mid-stream, between commits and acks.
+    settings.batch_size = 16;
+    settings.batches_in_flight = 4;
 
     let mut worker = ServiceProcess::spawn("sync-worker", &settings);
     stack

@@ -737,3 +737,38 @@ async fn tasks_sharing_a_lock_key_in_opposite_id_order_never_deadlock() {
         }
     }
 }
+
+#[tokio::test]
+async fn batches_in_flight_apply_one_tasks_writes_in_delivery_order_and_leave_nothing_unacked() {
+    // One delivery per batch, four batches at once: every write to the task is in another
+    // batch, racing the ones before it.
+    let mut stack = TestStack::start_with(|s| {
+        s.batch_size = 1;
+        s.batches_in_flight = 4;
+    })
+    .await;
+    let task = Uuid::new_v4();
+    let t0 = Utc::now() - Delta::hours(1);
+    let mut items = vec![create(task, "v0", t0)];
+    items.extend((1..40).map(|i| {
+        update(
+            task,
+            json!({"title": format!("v{i}")}),
+            t0 + Delta::minutes(i),
+        )
+    }));
+    let reply = stack.push(&items).await;
+    // Applied out of order, an update would be `pending` (before the create) or a `conflict`
+    // (behind a later update).
+    assert_eq!(statuses(&reply), vec!["success"; 40]);
+    assert_eq!(stack.get_task(&task.to_string()).await.body["title"], "v39");
+
+    // Stopping the worker hands back whatever it did not ack: nothing may come back.
+    let queue = stack.topology().work_queue();
+    stack.stop_worker().await;
+    assert_eq!(
+        stack.queue_depth(&queue).await,
+        0,
+        "every delivery was acked"
+    );
+}

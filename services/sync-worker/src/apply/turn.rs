@@ -66,6 +66,9 @@ mod tests {
             "the second still holds the turn"
         );
         drop(second);
-        assert!(waiting.now_or_never().is_some(), "a dropped turn lets the next go");
+        assert!(
+            waiting.now_or_never().is_some(),
+            "a dropped turn lets the next go"
+        );
     }
 }

@@ -11,7 +11,13 @@
 //! - [`settle`]: carries the fates out with the broker, acking as [`acks`] plans;
 //! - [`copies`]: confirmed copies, their headers, acks, best-effort replies.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use deadpool_postgres::Pool;
 use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
@@ -172,6 +178,9 @@ async fn consume_batches(
     consumer: &mut Consumer,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Batches in flight holding deliveries for the database: while there are any, nothing new
+    // is taken, so that nothing overtakes what they hold.
+    let holding = AtomicUsize::new(0);
     let mut in_flight = FuturesUnordered::new();
     // Given when the latest batch has settled: the next batch's turn to settle.
     let mut previous: Option<oneshot::Receiver<()>> = None;
@@ -182,7 +191,9 @@ async fn consume_batches(
         if stopping && in_flight.is_empty() {
             return Ok(());
         }
-        let room = !stopping && in_flight.len() < ctx.settings.batches_in_flight;
+        let room = !stopping
+            && holding.load(Ordering::Relaxed) == 0
+            && in_flight.len() < ctx.settings.batches_in_flight;
         tokio::select! {
             biased;
             () = stopped(stop), if !stopping => stopping = true,
@@ -199,7 +210,8 @@ async fn consume_batches(
                 let (settled, turn) = oneshot::channel();
                 let after = previous.replace(turn);
                 let lock_turn = LockTurn::next(&mut locked);
-                in_flight.push(in_turn(ctx, batch, lock_turn, after, settled, stop.clone()));
+                let turns = Turns { lock: lock_turn, after, settled };
+                in_flight.push(in_turn(ctx, batch, turns, &holding, stop.clone()));
             }
         }
     }
@@ -228,23 +240,52 @@ fn next_delivery(next: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delive
     }
 }
 
-/// One batch through the pipeline: its step runs at once (taking its locks in `lock_turn`),
-/// its settling waits for the batch gathered before it (`after`) to have settled, then passes
-/// the turn on (`settled`, also when it fails: a dropped sender wakes the next one too).
+/// A batch's places in the pipeline's two orders.
+struct Turns {
+    /// When to take its task locks ([`LockTurn`]).
+    lock: LockTurn,
+    /// Given when the batch gathered before it has settled.
+    after: Option<oneshot::Receiver<()>>,
+    /// Given when this batch has settled (also when dropped: a batch that fails never holds up
+    /// the next one).
+    settled: oneshot::Sender<()>,
+}
+
+/// One batch through the pipeline: its step runs at once (taking its locks in turn), its
+/// settling waits for the batch gathered before it to have settled, then passes the turn on.
 /// Settling in delivery order is what lets [`acks::plan`] ack with `multiple`.
+///
+/// While a batch ahead holds deliveries for the database (`holding`), the step waits for the
+/// batch before to settle first: what is held is applied before anything behind it.
 async fn in_turn(
     ctx: &Ctx<'_>,
     batch: Vec<Delivery>,
-    lock_turn: LockTurn,
-    after: Option<oneshot::Receiver<()>>,
-    settled: oneshot::Sender<()>,
+    turns: Turns,
+    holding: &AtomicUsize,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
-    let verdicts = step(ctx, batch, lock_turn).await;
+    let Turns {
+        lock,
+        mut after,
+        settled,
+    } = turns;
+    if holding.load(Ordering::Relaxed) > 0
+        && let Some(after) = after.take()
+    {
+        let _ = after.await;
+    }
+    let verdicts = step(ctx, batch, lock).await;
+    let held = verdicts.iter().any(|v| v.fate == Fate::HoldForDatabase);
+    if held {
+        holding.fetch_add(1, Ordering::Relaxed);
+    }
     if let Some(after) = after {
         let _ = after.await;
     }
     let stopped = process(ctx, verdicts, &mut stop).await;
+    if held {
+        holding.fetch_sub(1, Ordering::Relaxed);
+    }
     let _ = settled.send(());
     stopped
 }
