@@ -196,8 +196,7 @@ fn print(report: &Report<'_>, out: &mut dyn Write) -> Result<(), CtlError> {
     let record = report.failure.map(|f| &f.record);
     let fields = [
         ("op id", Some(report.op_id.to_string())),
-        ("state", Some(report.state.to_string())),
-        ("", Some(report.summary.clone())),
+        ("state", Some(report.summary.clone())),
         ("task id", id(report.task_id)),
         ("user", text(report.user_id)),
         ("kind", text(report.kind)),
