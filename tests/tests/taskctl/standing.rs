@@ -162,7 +162,8 @@ async fn op_tells_when_a_retrying_operation_makes_its_next_attempt() {
 
 #[tokio::test]
 async fn a_retrying_operation_whose_delay_has_ended_is_due() {
-    let (mut stack, faults) = stack_retrying_after([2_000, 60_000, 60_000]).await;
+    // The first delay leaves time to stop the worker before the second attempt.
+    let (mut stack, faults) = stack_retrying_after([3_000, 60_000, 60_000]).await;
     let (_, id) = retrying_update(&stack, &faults).await;
     // Without a worker, the copy comes back from its delay queue and waits in the work queue.
     stack.stop_worker().await;
