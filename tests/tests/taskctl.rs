@@ -18,6 +18,9 @@ use tasksync_tests::{
 };
 use uuid::Uuid;
 
+#[path = "taskctl/standing.rs"]
+mod standing;
+
 /// What one run of taskctl gave: its result, stdout and stderr.
 struct Ran {
     result: Result<(), CtlError>,

@@ -17,6 +17,10 @@ pub enum CtlError {
     /// The operator declined a confirmation (exit 4).
     #[error("aborted")]
     Aborted,
+    /// `taskctl op`: neither the operation log nor a failure record knows the operation
+    /// (exit 5). Not a failure of the command: the operation may still be queued.
+    #[error("{0}")]
+    Unknown(String),
     /// A dependency is unreachable or refused (exit 1).
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
@@ -27,12 +31,14 @@ impl CtlError {
     pub const USAGE: u8 = 2;
     pub const NOT_FOUND: u8 = 3;
     pub const ABORTED: u8 = 4;
+    pub const UNKNOWN: u8 = 5;
 
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) => Self::USAGE,
             Self::NotFound(_) => Self::NOT_FOUND,
             Self::Aborted => Self::ABORTED,
+            Self::Unknown(_) => Self::UNKNOWN,
             Self::Failed(_) => Self::FAILED,
         }
     }

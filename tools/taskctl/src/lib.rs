@@ -2,7 +2,8 @@
 //! (`DATABASE_URL`, `AMQP_URL`, `AMQP_PREFIX`, `AMQP_QUEUE_TYPE`, `RETRY_DELAYS_MS`).
 //!
 //! Layout: [`Cli`] (the commands), [`queues`] (depths), [`dlq`] (dead letters, one module per
-//! command), [`records`] (every SQL statement), [`broker`] (AMQP, with errors in words),
+//! command), [`ops`] (where operations stand: `op`, `ops list`), [`records`] (every SQL
+//! statement), [`broker`] (AMQP, with errors in words),
 //! [`error`] (exit codes), [`table`] (human output). Every command prints a table, or JSON with
 //! `--json`; prompts and errors go to stderr.
 //!
@@ -16,11 +17,13 @@
 //!
 //! Exit codes: 0 success; 1 failure (Postgres or RabbitMQ unreachable, the broker refused);
 //! 2 usage error (including `dlq purge --json` without `--yes`); 3 not found (a named message,
-//! or a queue: most likely a wrong `AMQP_PREFIX`); 4 aborted (purge not confirmed).
+//! or a queue: most likely a wrong `AMQP_PREFIX`); 4 aborted (purge not confirmed); 5 unknown
+//! (`op`: neither the operation log nor a failure record knows the op id).
 
 pub mod broker;
 pub mod dlq;
 pub mod error;
+pub mod ops;
 pub mod queues;
 pub mod records;
 pub mod table;
@@ -29,7 +32,7 @@ use std::io::{BufRead, Write};
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
-use tasksync_shared::Settings;
+use tasksync_shared::{Settings, failure::RecordState};
 
 pub use error::CtlError;
 
@@ -70,6 +73,51 @@ pub enum Command {
     /// Parked operations (the dead-letter queue).
     #[command(subcommand)]
     Dlq(Dlq),
+    /// Where one operation stands: decided (with its outcome), retrying (and when the next
+    /// attempt comes), parked (why, when, whether replayed), or unknown (exit 5).
+    Op {
+        /// The operation's id (the `Operation-Id` of its write).
+        op_id: uuid::Uuid,
+    },
+    /// Operations that are not decided yet or never will be.
+    #[command(subcommand)]
+    Ops(Ops),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Ops {
+    /// Operations in one state, newest failure first.
+    List {
+        /// `retrying` (an attempt failed, another will come) or `parked` (every attempt
+        /// failed).
+        #[arg(long, value_enum)]
+        state: StuckState,
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this task's.
+        #[arg(long)]
+        task: Option<uuid::Uuid>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+        limit: i64,
+    },
+}
+
+/// The states `ops list` lists.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StuckState {
+    Retrying,
+    Parked,
+}
+
+impl From<StuckState> for RecordState {
+    fn from(state: StuckState) -> Self {
+        match state {
+            StuckState::Retrying => Self::Retrying,
+            StuckState::Parked => Self::Parked,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +202,21 @@ pub async fn run(cli: Cli, settings: &Settings, io: Io<'_>) -> Result<(), CtlErr
             dlq::replay::replay(settings, request, cli.json, io.out).await
         }
         Command::Dlq(Dlq::Purge { yes }) => dlq::purge::purge(settings, yes, cli.json, io).await,
+        Command::Op { op_id } => ops::show::show(settings, op_id, cli.json, io.out).await,
+        Command::Ops(Ops::List {
+            state,
+            user,
+            task,
+            limit,
+        }) => {
+            let filter = records::StuckFilter {
+                state: state.into(),
+                task,
+                user,
+                limit,
+            };
+            ops::list::list(settings, &filter, cli.json, io.out).await
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Every SQL statement of taskctl: the failure records (`operation_failures`) the worker keeps.
+//! Every SQL statement of taskctl: the failure records (`operation_failures`) the worker keeps,
+//! and the operation log (`operations`), read only.
 //!
 //! A record's key is its `message_id`: the op id, or for a message that could not be decoded,
 //! the id the worker gave it. A key named on the command line may also be an op id. Rows are
@@ -9,7 +10,7 @@ use deadpool_postgres::{Client, Pool};
 use serde::Serialize;
 use serde_json::Value;
 use tasksync_shared::{Settings, db, failure::RecordState};
-use tokio_postgres::Row;
+use tokio_postgres::{IsolationLevel, Row};
 use uuid::Uuid;
 
 use crate::CtlError;
@@ -54,8 +55,56 @@ pub struct Detail {
     pub body: Vec<u8>,
 }
 
+/// Filters of `ops list`: one state, and optionally one task and one user.
+#[derive(Debug)]
+pub struct StuckFilter {
+    pub state: RecordState,
+    pub task: Option<Uuid>,
+    pub user: Option<String>,
+    pub limit: i64,
+}
+
+/// A failure record with its state, as `taskctl op` and `ops list` print it.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    #[serde(flatten)]
+    pub record: Parked,
+    #[serde(serialize_with = "state_name")]
+    pub state: RecordState,
+}
+
+fn state_name<S: serde::Serializer>(state: &RecordState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(state.as_str())
+}
+
+/// What is known of one operation: its log entry, and its failure record with the attempt
+/// numbers of the record's history, oldest first.
+pub type Operation = (Option<LogEntry>, Option<(Failure, Vec<u32>)>);
+
+/// An operation's entry in the operation log: the worker decided it.
+#[derive(Debug, Serialize)]
+pub struct LogEntry {
+    pub task_id: Uuid,
+    pub user_id: String,
+    pub kind: String,
+    /// `success`, `conflict` or `error`.
+    pub outcome: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub client_ts: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub decided_at: DateTime<Utc>,
+}
+
 const COLUMNS: &str = "message_id, op_id, task_id, user_id, kind, routing_key, attempts, \
      first_failed_at, last_failed_at, last_error";
+
+/// `$1` state, `$2` task, `$3` user: the filters of `ops list`. With a task, the index
+/// `operation_failures_stuck_by_task` serves it; with a user, `operation_failures_stuck_by_user`;
+/// with neither, `operation_failures_by_state`; each in `last_failed_at` order (migration V6).
+const STUCK_FILTER: &str = "state = $1 \
+     AND ($2::uuid IS NULL OR task_id = $2) \
+     AND ($3::text IS NULL OR user_id = $3)";
 
 /// `$1` state, `$2` error text, `$3` task, `$4` user.
 const FILTER: &str = "state = $1 \
@@ -77,6 +126,32 @@ fn parked_from_row(row: &Row) -> Result<Parked, tokio_postgres::Error> {
         last_failed_at,
         age_seconds: (Utc::now() - last_failed_at).num_seconds(),
         last_error: row.try_get("last_error")?,
+    })
+}
+
+fn failure_from_row(row: &Row) -> Result<Failure, CtlError> {
+    let doing = "reading a failure record";
+    let state: String = row
+        .try_get("state")
+        .map_err(|e| CtlError::postgres(doing, &e))?;
+    Ok(Failure {
+        record: parked_from_row(row).map_err(|e| CtlError::postgres(doing, &e))?,
+        state: RecordState::from_db(&state)
+            .ok_or_else(|| CtlError::failed(format!("{doing}: unknown state {state:?}")))?,
+    })
+}
+
+fn log_entry_from_row(row: &Row) -> Result<LogEntry, tokio_postgres::Error> {
+    Ok(LogEntry {
+        task_id: row.try_get("task_id")?,
+        user_id: row.try_get("user_id")?,
+        kind: row.try_get("kind")?,
+        outcome: row.try_get("outcome")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        client_ts: row.try_get("client_ts")?,
+        received_at: row.try_get("received_at")?,
+        decided_at: row.try_get("decided_at")?,
     })
 }
 
@@ -173,6 +248,69 @@ impl Records {
             })
         })();
         detail.map(Some).map_err(|e| CtlError::postgres(doing, &e))
+    }
+
+    /// Operation `op_id`'s log entry (once decided) and its failure record with the attempt
+    /// numbers of its history (if an attempt ever failed), read in one snapshot: an operation
+    /// decided between two reads would otherwise be in neither.
+    pub async fn operation(&self, op_id: Uuid) -> Result<Operation, CtlError> {
+        let doing = "reading the operation log and failure records";
+        let fail = |e: tokio_postgres::Error| CtlError::postgres(doing, &e);
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(fail)?;
+        let log = tx
+            .query_opt(
+                "SELECT task_id, user_id, kind, outcome, attempts, last_error, client_ts, \
+                        received_at, decided_at \
+                 FROM operations WHERE op_id = $1",
+                &[&op_id],
+            )
+            .await
+            .map_err(fail)?;
+        let log = log
+            .as_ref()
+            .map(log_entry_from_row)
+            .transpose()
+            .map_err(fail)?;
+        let sql = format!(
+            "SELECT {COLUMNS}, state, \
+                    ARRAY(SELECT (e ->> 'attempt')::int4 \
+                          FROM jsonb_array_elements(history) WITH ORDINALITY AS h(e, i) \
+                          ORDER BY i) AS history_attempts \
+             FROM operation_failures WHERE op_id = $1 \
+             ORDER BY last_failed_at DESC LIMIT 1"
+        );
+        let row = tx.query_opt(&sql, &[&op_id]).await.map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        let Some(row) = row else {
+            return Ok((log, None));
+        };
+        let attempts: Vec<Option<i32>> = row.try_get("history_attempts").map_err(fail)?;
+        let attempts = attempts
+            .into_iter()
+            .map(|n| n.and_then(|n| u32::try_from(n).ok()).unwrap_or_default())
+            .collect();
+        Ok((log, Some((failure_from_row(&row)?, attempts))))
+    }
+
+    /// Failure records in one state, newest failure first, at most `filter.limit`.
+    pub async fn stuck(&self, filter: &StuckFilter) -> Result<Vec<Failure>, CtlError> {
+        let sql = format!(
+            "SELECT {COLUMNS}, state FROM operation_failures WHERE {STUCK_FILTER} \
+             ORDER BY last_failed_at DESC LIMIT $4"
+        );
+        let state = filter.state.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&state, &filter.task, &filter.user, &filter.limit];
+        let rows = self.client().await?.query(&sql, &params).await;
+        let rows = rows.map_err(|e| CtlError::postgres("reading failure records", &e))?;
+        rows.iter().map(failure_from_row).collect()
     }
 
     /// Keys and op ids of the parked records, all of them or those `selection` names (by key
