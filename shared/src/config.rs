@@ -230,25 +230,26 @@ impl Settings {
             http_max_connections: positive(&get, "HTTP_MAX_CONNECTIONS")?
                 .unwrap_or(d.http_max_connections),
         };
-        settings.batches_in_flight = batches_in_flight(&get, settings.batch_size)?;
+        let in_flight = at_most(
+            "WORKER_BATCHES_IN_FLIGHT",
+            positive(&get, "WORKER_BATCHES_IN_FLIGHT")?,
+            MAX_BATCHES_IN_FLIGHT,
+        )?;
+        settings.batches_in_flight = batches_in_flight(in_flight, settings.batch_size)?;
         Ok(settings)
     }
 }
 
-/// `WORKER_BATCHES_IN_FLIGHT`, such that the worker never holds more than [`MAX_TASKS_LOCKED`]
-/// tasks locked. Unset, the default gives way to a large `WORKER_BATCH_SIZE` (down to one batch
+/// `WORKER_BATCHES_IN_FLIGHT` (`set`, if it is), such that the worker never holds more than
+/// [`MAX_TASKS_LOCKED`] tasks locked. Unset, the default gives way to a large `WORKER_BATCH_SIZE` (down to one batch
 /// at a time); set, a product over the budget is an error naming it.
-fn batches_in_flight(
-    get: &impl Fn(&str) -> Option<String>,
-    batch_size: usize,
-) -> Result<usize, ConfigError> {
-    const NAME: &str = "WORKER_BATCHES_IN_FLIGHT";
+fn batches_in_flight(set: Option<usize>, batch_size: usize) -> Result<usize, ConfigError> {
     let fits = (MAX_TASKS_LOCKED / batch_size.max(1)).max(1);
-    match at_most(NAME, positive(get, NAME)?, MAX_BATCHES_IN_FLIGHT)? {
+    match set {
         None => Ok(Settings::default().batches_in_flight.min(fits)),
         Some(n) if n <= fits => Ok(n),
         Some(n) => Err(ConfigError {
-            name: NAME,
+            name: "WORKER_BATCHES_IN_FLIGHT",
             reason: format!(
                 "{n} batches of WORKER_BATCH_SIZE {batch_size} would lock more than \
                  {MAX_TASKS_LOCKED} tasks at once"
