@@ -24,8 +24,8 @@ use tasksync_shared::{Settings, amqp::Backoff, db, shutdown::stopped};
 use tokio::sync::watch;
 
 /// Prepares the database (creating it and migrating, retrying until it answers) and consumes
-/// until `shutdown` resolves. Every start-up step races it; once consuming, the batch in flight
-/// when it resolves is finished or handed back.
+/// until `shutdown` resolves. Every start-up step races it; once consuming, the batches in flight
+/// when it resolves are finished or handed back.
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
