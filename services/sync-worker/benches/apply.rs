@@ -23,7 +23,9 @@ use anyhow::Context;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use sync_worker::apply::apply_first_attempts;
-use tasksync_shared::{OpKind, Operation, OperationFields, OutcomeStatus, db, model::to_db_precision};
+use tasksync_shared::{
+    OpKind, Operation, OperationFields, db, model::to_db_precision, operation::ItemStatus,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -65,7 +67,7 @@ async fn run(url: &str, host: &str, port: u16, creates: usize) -> anyhow::Result
     let pool = db::pool(&relayed, 1)?;
     let first = new_tasks(BATCH);
     let second = new_tasks(BATCH);
-    pool.get().await?; // the connection's own start-up is not the batch's
+    drop(pool.get().await?); // the connection's own start-up is not the batch's
     for (label, ops) in [
         ("256 creates, statements not prepared on the connection", first),
         ("256 creates", second.clone()),
@@ -99,7 +101,7 @@ async fn run(url: &str, host: &str, port: u16, creates: usize) -> anyhow::Result
 async fn apply(pool: &Pool, ops: &[Operation]) -> anyhow::Result<()> {
     let reports = apply_first_attempts(pool, ops).await?;
     anyhow::ensure!(
-        reports.iter().all(|r| r.status == OutcomeStatus::Success),
+        reports.iter().all(|r| r.status == ItemStatus::Success),
         "an operation was not applied"
     );
     Ok(())
