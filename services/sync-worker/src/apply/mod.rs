@@ -6,9 +6,13 @@
 //! 2. lock the batch's tasks (advisory locks, nothing written), then read them and what the
 //!    log holds of its op ids (three statements, two round trips);
 //! 3. [`decide`]: what becomes of each operation (pure, unit-tested);
-//! 4. persist the plan and commit (at most five statements), then [`report`] (pure).
+//! 4. persist the plan (at most five statements, sent together: one round trip) and commit,
+//!    then [`report`] (pure).
 //!
-//! The number of statements never grows with the batch.
+//! With `BEGIN` and `COMMIT`, a batch costs at most five round trips whatever its size (a batch
+//! of creates, or of updates: `BEGIN`, five statements, `COMMIT`); a statement with nothing to
+//! do is not sent. Every statement is prepared once per connection: the first batch on a
+//! connection adds one round trip to each of the three stages that talk to Postgres.
 
 mod decide;
 mod report;
