@@ -69,7 +69,10 @@ async fn run(url: &str, host: &str, port: u16, creates: usize) -> anyhow::Result
     let second = new_tasks(BATCH);
     drop(pool.get().await?); // the connection's own start-up is not the batch's
     for (label, ops) in [
-        ("256 creates, statements not prepared on the connection", first),
+        (
+            "256 creates, statements not prepared on the connection",
+            first,
+        ),
         ("256 creates", second.clone()),
         ("256 updates", updates_of(&second)),
     ] {

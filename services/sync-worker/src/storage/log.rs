@@ -167,7 +167,8 @@ pub async fn write_decisions(
     for d in decisions {
         c.push(d);
     }
-    let (forget_params, record_params, resolve_params) = ([&forget as _], c.params(), [&resolve as _]);
+    let (forget_params, record_params, resolve_params) =
+        ([&forget as _], c.params(), [&resolve as _]);
     let (forgotten, recorded, resolved) = tokio::join!(
         execute(tx, forget_sql.as_ref(), &forget_params),
         execute(tx, record_sql.as_ref(), &record_params),
