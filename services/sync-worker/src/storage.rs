@@ -3,8 +3,8 @@
 //! - [`tasks`]: the task rows (lock without writing, read, insert or update);
 //! - [`log`]: the operation log (read, record, forget replayed errors, resolve failure records).
 //!
-//! The functions of both work inside the apply step's transaction and run one statement each
-//! (none when they have nothing to do), whatever the size of the batch.
+//! The functions of both work inside the apply step's transaction; each of their statements is
+//! sent once per batch (not at all when it has nothing to do), whatever the size of the batch.
 //! - [`failures`]: failure records, written outside the apply transaction, each write one round
 //!   bounded by `DB_TIMEOUT_MS`.
 //!
