@@ -6,7 +6,7 @@
 //! `jsonb` refuse U+0000, so every text that comes from a message or an error is stored with
 //! U+0000 replaced by U+FFFD (the exact message stays in `body`, which is `bytea`).
 
-use std::{future::Future, time::Duration};
+use std::{borrow::Cow, future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
@@ -15,6 +15,8 @@ use tasksync_shared::{
     Operation, OutcomeStatus, db::RoundError, failure::RecordState, model::SyncStatus,
     operation::storable_text,
 };
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 /// One failed attempt, or a message parked at once.
 #[derive(Debug)]
@@ -58,18 +60,19 @@ impl<'a> FailureRecords<'a> {
         .await
     }
 
-    /// Parks for good, in one transaction: the failure record becomes `parked`; an operation gets
-    /// the outcome `error` with its attempts and last error, and its task (if it exists and is
-    /// the same user's) gets `sync_status = 'error'`.
+    /// Parks for good: the failure record becomes `parked`; an operation also gets, in the same
+    /// transaction, the outcome `error` with its attempts and last error, and its task (if it
+    /// exists and is the same user's) `sync_status = 'error'`. An unreadable message is one
+    /// statement, atomic without a transaction.
     #[tracing::instrument(skip_all, fields(message_id = failure.message_id, attempt = failure.attempt))]
     pub async fn parked(&self, failure: &Failure<'_>) -> Result<(), RecordError> {
         self.bounded(async {
             let mut client = self.pool.get().await?;
+            let Some(op) = failure.op else {
+                return upsert(&client, failure, RecordState::Parked).await;
+            };
             let tx = client.transaction().await?;
-            upsert(&tx, failure, RecordState::Parked).await?;
-            if let Some(op) = failure.op {
-                log_error_outcome(&tx, failure, op).await?;
-            }
+            park_operation(&tx, failure, op).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -106,78 +109,135 @@ const UPSERT: &str = "\
       publisher_message_id = COALESCE(f.publisher_message_id, EXCLUDED.publisher_message_id) \
     WHERE NOT (f.state = EXCLUDED.state AND f.attempts = EXCLUDED.attempts)";
 
+/// The parameters of [`UPSERT`], with text made storable.
+struct UpsertValues<'a> {
+    message_id: Cow<'a, str>,
+    op_id: Option<Uuid>,
+    task_id: Option<Uuid>,
+    user_id: Option<Cow<'a, str>>,
+    kind: Option<&'static str>,
+    routing_key: Cow<'a, str>,
+    attempts: i32,
+    at: DateTime<Utc>,
+    error: Cow<'a, str>,
+    event: serde_json::Value,
+    state: &'static str,
+    body: &'a [u8],
+    publisher_message_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> UpsertValues<'a> {
+    fn new(failure: &Failure<'a>, state: RecordState) -> Self {
+        let op = failure.op;
+        let error = storable_text(failure.error);
+        let event = json!({ "attempt": failure.attempt, "at": failure.at, "error": error });
+        Self {
+            message_id: storable_text(failure.message_id),
+            op_id: op.map(|o| o.op_id),
+            task_id: op.map(|o| o.task_id),
+            user_id: op.map(|o| storable_text(&o.user_id)),
+            kind: op.map(|o| o.kind.as_str()),
+            routing_key: storable_text(failure.routing_key),
+            attempts: i32::try_from(failure.attempt).unwrap_or(i32::MAX),
+            at: failure.at,
+            error,
+            event,
+            state: state.as_str(),
+            body: failure.body,
+            publisher_message_id: failure.publisher_message_id.map(storable_text),
+        }
+    }
+
+    /// `$1`…`$13` of [`UPSERT`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.message_id,
+            &self.op_id,
+            &self.task_id,
+            &self.user_id,
+            &self.kind,
+            &self.routing_key,
+            &self.attempts,
+            &self.at,
+            &self.error,
+            &self.event,
+            &self.state,
+            &self.body,
+            &self.publisher_message_id,
+        ]
+    }
+}
+
 async fn upsert(
     client: &impl GenericClient,
     failure: &Failure<'_>,
     state: RecordState,
 ) -> Result<(), RecordError> {
-    let op = failure.op;
-    let attempts = i32::try_from(failure.attempt).unwrap_or(i32::MAX);
-    let error = storable_text(failure.error);
-    let event = json!({ "attempt": failure.attempt, "at": failure.at, "error": error });
-    client
-        .execute(
-            UPSERT,
-            &[
-                &storable_text(failure.message_id),
-                &op.map(|o| o.op_id),
-                &op.map(|o| o.task_id),
-                &op.map(|o| storable_text(&o.user_id)),
-                &op.map(|o| o.kind.as_str()),
-                &storable_text(failure.routing_key),
-                &attempts,
-                &failure.at,
-                &error,
-                &event,
-                &state.as_str(),
-                &failure.body,
-                &failure.publisher_message_id.map(storable_text),
-            ],
-        )
-        .await?;
+    let values = UpsertValues::new(failure, state);
+    let statement = client.prepare_cached(UPSERT).await?;
+    client.execute(&statement, &values.params()).await?;
     Ok(())
 }
 
 /// Logs the parked operation's outcome `error` (replacing an earlier `error`, never a success)
-/// and marks its task.
-async fn log_error_outcome(
+/// with its first and last failure times from its failure record.
+const LOG_ERROR: &str = "\
+    INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, received_at, \
+      outcome, attempts, last_error, first_failed_at, last_failed_at) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $11, $8, $9, f.first_failed_at, f.last_failed_at \
+    FROM operation_failures f WHERE f.message_id = $10 \
+    ON CONFLICT (op_id) DO UPDATE SET \
+      attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
+      last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
+    WHERE operations.outcome = $11";
+
+/// Marks the parked operation's task, if it is the same user's.
+const MARK_TASK: &str = "UPDATE tasks SET sync_status = $3, change_xid = pg_current_xact_id() \
+     WHERE id = $1 AND user_id = $2";
+
+/// Parks an operation inside `tx`: its failure record, its outcome `error`, its task marked.
+/// The three statements go out together, one round trip, in that order (the log row copies the
+/// failure times of the record written just before it): they are prepared first, then each is
+/// sent on the first poll of its future, which `tokio::join!` does in the order written.
+async fn park_operation(
     tx: &deadpool_postgres::Transaction<'_>,
     failure: &Failure<'_>,
     op: &Operation,
 ) -> Result<(), RecordError> {
+    let (upsert_sql, log_sql, mark_sql) = tokio::try_join!(
+        tx.prepare_cached(UPSERT),
+        tx.prepare_cached(LOG_ERROR),
+        tx.prepare_cached(MARK_TASK)
+    )?;
+    let record = UpsertValues::new(failure, RecordState::Parked);
     let fields = op.fields.storable_json();
-    let attempts = i32::try_from(failure.attempt).unwrap_or(i32::MAX);
+    let attempts = record.attempts;
     let user_id = storable_text(&op.user_id);
+    let last_error = storable_text(failure.error);
+    let message_id = storable_text(failure.message_id);
     let error = OutcomeStatus::Error.as_str();
-    tx.execute(
-        "INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, \
-           received_at, outcome, attempts, last_error, first_failed_at, last_failed_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $11, $8, $9, f.first_failed_at, f.last_failed_at \
-         FROM operation_failures f WHERE f.message_id = $10 \
-         ON CONFLICT (op_id) DO UPDATE SET \
-           attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
-           last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
-         WHERE operations.outcome = $11",
-        &[
-            &op.op_id,
-            &op.task_id,
-            &user_id,
-            &op.kind.as_str(),
-            &fields,
-            &op.stamped_at,
-            &op.received_at,
-            &attempts,
-            &storable_text(failure.error),
-            &storable_text(failure.message_id),
-            &error,
-        ],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE tasks SET sync_status = $3, change_xid = pg_current_xact_id() \
-         WHERE id = $1 AND user_id = $2",
-        &[&op.task_id, &user_id, &SyncStatus::Error.as_str()],
-    )
-    .await?;
+    let kind = op.kind.as_str();
+    let task_error = SyncStatus::Error.as_str();
+    let record_params = record.params();
+    let log_params: [&(dyn ToSql + Sync); 11] = [
+        &op.op_id,
+        &op.task_id,
+        &user_id,
+        &kind,
+        &fields,
+        &op.stamped_at,
+        &op.received_at,
+        &attempts,
+        &last_error,
+        &message_id,
+        &error,
+    ];
+    let mark_params: [&(dyn ToSql + Sync); 3] = [&op.task_id, &user_id, &task_error];
+    let (recorded, logged, marked) = tokio::join!(
+        tx.execute(&upsert_sql, &record_params),
+        tx.execute(&log_sql, &log_params),
+        tx.execute(&mark_sql, &mark_params)
+    );
+    super::both(super::both(recorded, logged), marked)?;
     Ok(())
 }

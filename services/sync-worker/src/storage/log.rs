@@ -5,7 +5,7 @@ use std::{borrow::Cow, collections::HashMap};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use tasksync_shared::{OpKind, Operation, OutcomeStatus, operation::storable_text};
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement, types::ToSql};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -46,14 +46,17 @@ pub async fn logged_operations(
     tx: &Transaction<'_>,
     op_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Logged>, tokio_postgres::Error> {
-    let rows = tx
-        .query(
+    if op_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let read = tx
+        .prepare_cached(
             "SELECT op_id, outcome, last_error, user_id, task_id, kind, fields, client_ts, \
                     received_at \
              FROM operations WHERE op_id = ANY($1)",
-            &[&op_ids],
         )
         .await?;
+    let rows = tx.query(&read, &[&op_ids]).await?;
     rows.iter().map(logged_from_row).collect()
 }
 
@@ -67,7 +70,7 @@ pub struct Decision<'a> {
     pub attempts: u32,
 }
 
-/// Column-wise parameters of [`record_operations`]. Text goes through [`storable_text`], so
+/// Column-wise parameters of [`RECORD`]. Text goes through [`storable_text`], so
 /// that an operation decided invalid for a NUL in it is still recorded.
 #[derive(Default)]
 struct RecordColumns<'a> {
@@ -97,83 +100,103 @@ impl<'a> RecordColumns<'a> {
         self.attempts
             .push(i32::try_from(d.attempts).unwrap_or(i32::MAX));
     }
+
+    /// The columns as `$1`…`$10` of [`RECORD`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.op_id,
+            &self.task_id,
+            &self.user_id,
+            &self.kind,
+            &self.fields,
+            &self.stamped_at,
+            &self.received_at,
+            &self.outcome,
+            &self.error,
+            &self.attempts,
+        ]
+    }
 }
 
-/// Records decisions; an op id already in the log is left as it is.
-#[instrument(skip_all, fields(ops = decisions.len()))]
-pub async fn record_operations(
+/// Logged `error` outcomes of replayed operations, removed before their new decision is
+/// recorded.
+const FORGET: &str = "DELETE FROM operations WHERE op_id = ANY($1) AND outcome = 'error'";
+
+/// New decisions; an op id already in the log is left as it is.
+const RECORD: &str = "INSERT INTO operations \
+       (op_id, task_id, user_id, kind, fields, client_ts, received_at, outcome, last_error, \
+        attempts) \
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], \
+                          $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
+                          $10::int4[]) \
+     ON CONFLICT (op_id) DO NOTHING";
+
+/// Marks the failure records of operations now decided as resolved, and copies their first and
+/// last failure times into the log rows just recorded.
+const RESOLVE: &str = "WITH resolved AS ( \
+       UPDATE operation_failures SET state = 'resolved' \
+       WHERE op_id = ANY($1) AND state IN ('retrying', 'replayed') \
+       RETURNING op_id, first_failed_at, last_failed_at) \
+     UPDATE operations o \
+     SET first_failed_at = r.first_failed_at, last_failed_at = r.last_failed_at \
+     FROM resolved r WHERE o.op_id = r.op_id";
+
+/// Writes a batch's decisions to the log: removes the logged errors of the replayed operations
+/// `forget`, records `decisions`, and resolves the failure records of `resolve` (only
+/// operations that can have one: a later attempt, or a replay). Each of the three statements is
+/// sent only when it has something to do; they go out together, one round trip.
+///
+/// Their order matters (a replayed operation's error must be gone before its new decision is
+/// inserted, and that row must exist before its failure times are copied into it), and the
+/// server runs pipelined statements in the order they were sent. So the statements are all
+/// prepared first; then each execution is sent on the first poll of its future, which
+/// `tokio::join!` does in the order written.
+#[instrument(skip_all, fields(forget = forget.len(), record = decisions.len(), resolve = resolve.len()))]
+pub async fn write_decisions(
     tx: &Transaction<'_>,
+    forget: &[Uuid],
     decisions: &[Decision<'_>],
+    resolve: &[Uuid],
 ) -> Result<(), tokio_postgres::Error> {
-    if decisions.is_empty() {
-        return Ok(());
-    }
+    let (forget_sql, record_sql, resolve_sql) = tokio::try_join!(
+        prepare_if(tx, !forget.is_empty(), FORGET),
+        prepare_if(tx, !decisions.is_empty(), RECORD),
+        prepare_if(tx, !resolve.is_empty(), RESOLVE),
+    )?;
     let mut c = RecordColumns::default();
     for d in decisions {
         c.push(d);
     }
-    tx.execute(
-        "INSERT INTO operations \
-           (op_id, task_id, user_id, kind, fields, client_ts, received_at, outcome, last_error, \
-            attempts) \
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], \
-                              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
-                              $10::int4[]) \
-         ON CONFLICT (op_id) DO NOTHING",
-        &[
-            &c.op_id,
-            &c.task_id,
-            &c.user_id,
-            &c.kind,
-            &c.fields,
-            &c.stamped_at,
-            &c.received_at,
-            &c.outcome,
-            &c.error,
-            &c.attempts,
-        ],
-    )
-    .await?;
+    let (forget_params, record_params, resolve_params) =
+        ([&forget as _], c.params(), [&resolve as _]);
+    let (forgotten, recorded, resolved) = tokio::join!(
+        execute(tx, forget_sql.as_ref(), &forget_params),
+        execute(tx, record_sql.as_ref(), &record_params),
+        execute(tx, resolve_sql.as_ref(), &resolve_params),
+    );
+    super::both(super::both(forgotten, recorded), resolved)?;
     Ok(())
 }
 
-/// Removes logged decisions (the `error` outcomes of replayed operations).
-#[instrument(skip_all, fields(ops = op_ids.len()))]
-pub async fn forget_decisions(
+async fn prepare_if(
     tx: &Transaction<'_>,
-    op_ids: &[Uuid],
-) -> Result<(), tokio_postgres::Error> {
-    if !op_ids.is_empty() {
-        tx.execute(
-            "DELETE FROM operations WHERE op_id = ANY($1) AND outcome = 'error'",
-            &[&op_ids],
-        )
-        .await?;
+    needed: bool,
+    sql: &str,
+) -> Result<Option<Statement>, tokio_postgres::Error> {
+    if needed {
+        tx.prepare_cached(sql).await.map(Some)
+    } else {
+        Ok(None)
     }
-    Ok(())
 }
 
-/// Marks the failure records of operations that have now been decided as resolved, and copies
-/// their first and last failure times into the log. Only operations that can have a record
-/// need be named (a later attempt, or a replay).
-#[instrument(skip_all, fields(ops = op_ids.len()))]
-pub async fn resolve_failures(
+async fn execute(
     tx: &Transaction<'_>,
-    op_ids: &[Uuid],
-) -> Result<(), tokio_postgres::Error> {
-    if op_ids.is_empty() {
-        return Ok(());
+    statement: Option<&Statement>,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    match statement {
+        Some(statement) => tx.execute(statement, params).await,
+        None => Ok(0),
     }
-    tx.execute(
-        "WITH resolved AS ( \
-           UPDATE operation_failures SET state = 'resolved' \
-           WHERE op_id = ANY($1) AND state IN ('retrying', 'replayed') \
-           RETURNING op_id, first_failed_at, last_failed_at) \
-         UPDATE operations o \
-         SET first_failed_at = r.first_failed_at, last_failed_at = r.last_failed_at \
-         FROM resolved r WHERE o.op_id = r.op_id",
-        &[&op_ids],
-    )
-    .await?;
-    Ok(())
 }

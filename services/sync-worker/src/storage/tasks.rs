@@ -112,12 +112,13 @@ pub async fn lock_tasks(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<(), tokio_
     keys.dedup();
     // The function scan emits rows in ordinality order and locks as it emits each one (no
     // sort in the plan): the keys are locked in the array's order.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) WITH ORDINALITY AS l(k, n) \
-         ORDER BY n",
-        &[&keys],
-    )
-    .await?;
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) WITH ORDINALITY AS l(k, n) \
+             ORDER BY n",
+        )
+        .await?;
+    tx.execute(&lock, &[&keys]).await?;
     Ok(())
 }
 
@@ -139,7 +140,8 @@ pub async fn read_tasks(
         "SELECT {TASK_COLUMNS}, {STAMP_COLUMNS} FROM tasks WHERE id = ANY($1) ORDER BY id \
          FOR UPDATE"
     );
-    let rows = tx.query(&sql, &[&ids]).await?;
+    let read = tx.prepare_cached(&sql).await?;
+    let rows = tx.query(&read, &[&ids]).await?;
     let mut found: HashMap<Uuid, LockedTask> = rows
         .iter()
         .map(|row| locked_from_row(row).map(|t| (t.task.id, t)))
@@ -173,7 +175,8 @@ pub async fn save_tasks(
         let columns = if t.stored { &mut stored } else { &mut new };
         columns.push(t.task.id, &t.user_id, &t.state);
     }
-    let (inserted, updated) = tokio::try_join!(insert_tasks(tx, &new), update_tasks(tx, &stored))?;
+    let (inserted, updated) = tokio::join!(insert_tasks(tx, &new), update_tasks(tx, &stored));
+    let (inserted, updated) = super::both(inserted, updated)?;
     Ok(inserted.into_iter().chain(updated).collect())
 }
 
@@ -193,7 +196,8 @@ async fn insert_tasks(
     );
     let mut params = c.params();
     params.push(&c.user_id);
-    let rows = tx.query(&sql, &params).await?;
+    let insert = tx.prepare_cached(&sql).await?;
+    let rows = tx.query(&insert, &params).await?;
     rows.iter().map(Task::from_row).collect()
 }
 
@@ -223,7 +227,8 @@ async fn update_tasks(
          WHERE t.id = u.id \
          RETURNING {columns}"
     );
-    let rows = tx.query(&sql, &c.params()).await?;
+    let update = tx.prepare_cached(&sql).await?;
+    let rows = tx.query(&update, &c.params()).await?;
     rows.iter().map(Task::from_row).collect()
 }
 
