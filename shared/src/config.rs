@@ -43,6 +43,9 @@ pub struct Settings {
     pub write_wait: Duration,
     /// `PUBLISH_TIMEOUT_MS`: how long the api waits for a publisher confirm before answering 503.
     pub publish_timeout: Duration,
+    /// `API_PUBLISH_CHANNELS`: confirming channels the api's publishes take turns on (at most
+    /// [`MAX_PUBLISH_CHANNELS`]).
+    pub publish_channels: usize,
     /// `AMQP_PREFETCH`: unacknowledged deliveries the worker may hold.
     pub prefetch: u16,
     /// `WORKER_BATCH_SIZE`: most deliveries the worker applies in one transaction (at most
@@ -89,6 +92,7 @@ impl Default for Settings {
             retry_delays: [1_000, 5_000, 25_000].map(Duration::from_millis).to_vec(),
             write_wait: Duration::from_millis(2_000),
             publish_timeout: Duration::from_millis(5_000),
+            publish_channels: 4,
             prefetch: 256,
             batch_size: 256,
             db_pool_size: 16,
@@ -193,6 +197,12 @@ impl Settings {
             publish_timeout: parse(&get, "PUBLISH_TIMEOUT_MS")?
                 .map(millis)
                 .unwrap_or(d.publish_timeout),
+            publish_channels: at_most(
+                "API_PUBLISH_CHANNELS",
+                positive(&get, "API_PUBLISH_CHANNELS")?,
+                MAX_PUBLISH_CHANNELS,
+            )?
+            .unwrap_or(d.publish_channels),
             prefetch: positive(&get, "AMQP_PREFETCH")?.unwrap_or(d.prefetch),
             batch_size: at_most(
                 "WORKER_BATCH_SIZE",
@@ -372,6 +382,10 @@ where
 /// 6,400 with Postgres's defaults, shared by every session): past it Postgres answers "out of
 /// shared memory". 2,000 leaves room for a few workers and everything else.
 pub const MAX_BATCH_SIZE: usize = 2_000;
+
+/// Most publishing channels `API_PUBLISH_CHANNELS` may ask for: a few spread the confirms over
+/// the broker's channel processes; many only hold memory on both sides.
+pub const MAX_PUBLISH_CHANNELS: usize = 64;
 
 /// `value` when it is at most `limit`; an error naming the variable otherwise.
 fn at_most(
@@ -574,6 +588,19 @@ mod tests {
             from(&[("WORKER_BATCH_SIZE", "2000")]).unwrap().batch_size,
             2000
         );
+        assert_eq!(
+            from(&[("API_PUBLISH_CHANNELS", "0")]).unwrap_err().name,
+            "API_PUBLISH_CHANNELS"
+        );
+        assert_eq!(
+            from(&[("API_PUBLISH_CHANNELS", "65")]).unwrap_err().name,
+            "API_PUBLISH_CHANNELS"
+        );
+        assert_eq!(
+            from(&[("API_PUBLISH_CHANNELS", "1")]).unwrap().publish_channels,
+            1
+        );
+        assert_eq!(from(&[]).unwrap().publish_channels, 4);
         assert_eq!(from(&[("HOST", "local host")]).unwrap_err().name, "HOST");
         assert_eq!(
             from(&[("AMQP_URL", "garbage")]).unwrap_err().name,

@@ -1,5 +1,8 @@
 //! All SQL of the api. It only reads: the worker is the only writer of tasks.
 //!
+//! Statements are prepared once per pooled connection (`prepare_cached`): a read is then one
+//! round trip (bind and execute) instead of two, and Postgres parses it once.
+//!
 //! Every paged read orders by real, indexed columns (never by a computed output column, which
 //! Postgres would pick first for a bare name in `ORDER BY`), fetches one row past the page to
 //! learn whether more follow, and stops collecting rows once [`PAGE_TEXT_BUDGET`] bytes of task
@@ -13,12 +16,14 @@ use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
 use crate::{
-    cursor::{ListPosition, Position},
+    cursor::Position,
     error::ApiError,
 };
 
+mod list;
 mod operations;
 
+pub use list::{TaskPage, list_tasks};
 pub use operations::{OperationRecord, find_operation};
 
 /// Task text (titles and descriptions, plus a fixed allowance per row for the other fields)
@@ -50,8 +55,9 @@ async fn bounded_page(
     params: &[&(dyn ToSql + Sync)],
     limit: usize,
 ) -> Result<(Vec<Row>, bool), ApiError> {
+    let statement = client.prepare_cached(sql).await?;
     let stream = client
-        .query_raw(sql, params.iter().map(|p| *p as &dyn ToSql))
+        .query_raw(&statement, params.iter().map(|p| *p as &dyn ToSql))
         .await?;
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::new();
@@ -81,49 +87,14 @@ fn fetch_count(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
 }
 
-/// One page of the caller's tasks in creation order `(created_at, id)` after `after` (from the
-/// start when `None`), deleted ones only when asked, and whether more follow. Served by the
-/// index `tasks_by_user (user_id, created_at, id) WHERE title IS NOT NULL`.
-pub async fn list_tasks(
-    pool: &Pool,
-    user: &str,
-    include_deleted: bool,
-    after: Option<ListPosition>,
-    limit: usize,
-) -> Result<(Vec<Task>, bool), ApiError> {
-    let client = connection(pool).await?;
-    let fetch = fetch_count(limit);
-    let keyset = if after.is_some() {
-        "AND (tasks.created_at, tasks.id) > ($4, $5)"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks \
-         WHERE user_id = $1 AND title IS NOT NULL AND ($2 OR NOT is_deleted) {keyset} \
-         ORDER BY tasks.created_at, tasks.id \
-         LIMIT $3"
-    );
-    let (rows, has_more) = match after {
-        Some(p) => {
-            let (created_at, id) = (p.created_at, p.id);
-            let params: [&(dyn ToSql + Sync); 5] =
-                [&user, &include_deleted, &fetch, &created_at, &id];
-            bounded_page(&client, &sql, &params, limit).await?
-        }
-        None => bounded_page(&client, &sql, &[&user, &include_deleted, &fetch], limit).await?,
-    };
-    let tasks = rows.iter().map(Task::from_row).collect::<Result<_, _>>()?;
-    Ok((tasks, has_more))
-}
-
 /// One of the caller's tasks, deleted or not; `None` when it does not exist for the caller.
 pub async fn find_task(pool: &Pool, user: &str, id: Uuid) -> Result<Option<Task>, ApiError> {
     let client = connection(pool).await?;
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND title IS NOT NULL"
     );
-    let row = client.query_opt(&sql, &[&id, &user]).await?;
+    let statement = client.prepare_cached(&sql).await?;
+    let row = client.query_opt(&statement, &[&id, &user]).await?;
     Ok(row.as_ref().map(Task::from_row).transpose()?)
 }
 
@@ -153,7 +124,8 @@ pub async fn sync_summary(pool: &Pool, user: &str) -> Result<SyncSummary, ApiErr
         errored = SyncStatus::Error.as_str(),
         parked = RecordState::Parked.as_str(),
     );
-    let row = client.query_one(&sql, &[&user]).await?;
+    let statement = client.prepare_cached(&sql).await?;
+    let row = client.query_one(&statement, &[&user]).await?;
     Ok(SyncSummary {
         last_sync: row.try_get("last_sync")?,
         errored_tasks: row.try_get("errored")?,
