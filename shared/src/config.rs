@@ -597,7 +597,9 @@ mod tests {
             "API_PUBLISH_CHANNELS"
         );
         assert_eq!(
-            from(&[("API_PUBLISH_CHANNELS", "1")]).unwrap().publish_channels,
+            from(&[("API_PUBLISH_CHANNELS", "1")])
+                .unwrap()
+                .publish_channels,
             1
         );
         assert_eq!(from(&[]).unwrap().publish_channels, 4);

@@ -1,9 +1,9 @@
 //! `GET /api/tasks`: one page of the caller's tasks, written as JSON straight from the rows.
 //!
-//! A page holds up to 1,000 rows. Building a `Task` per row (three owned strings each), a
-//! `Vec` of them, and then serializing that, cost more than the query; instead each row is
-//! serialized as it streams in, its text borrowed from the row, into the one buffer that
-//! becomes the body. The bytes are those `serde_json` gives for the `Vec<Task>`.
+//! A page holds up to 1,000 rows. Rather than building a `Task` per row (three owned strings
+//! each), a `Vec` of them, and then serializing that, each row is serialized as it streams in,
+//! its text borrowed from the row, into the one buffer that becomes the body. The bytes are
+//! those `serde_json` gives for the `Vec<Task>`.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -13,7 +13,7 @@ use tasksync_shared::{SyncStatus, model::TASK_COLUMNS};
 use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
-use super::{PAGE_TEXT_BUDGET, ROW_ALLOWANCE, connection, fetch_count};
+use super::{PAGE_TEXT_BUDGET, ROW_ALLOWANCE, connection, fetch_count, prepare_in_index_order};
 use crate::{cursor::ListPosition, error::ApiError};
 
 /// One page of the list.
@@ -70,7 +70,8 @@ impl<'a> TaskJson<'a> {
 /// start when `None`), deleted ones only when asked: at most `limit`, fewer once
 /// [`PAGE_TEXT_BUDGET`] bytes of task text are held. Served by the index
 /// `tasks_by_user (user_id, created_at, id) WHERE title IS NOT NULL`, whose order the scan
-/// follows, so a page reads about `limit` index entries whatever the caller's total.
+/// follows ([`INDEX_ORDER_ONLY`](super::INDEX_ORDER_ONLY) sees to it), so a page reads about
+/// `limit` index entries whatever the caller's total.
 pub async fn list_tasks(
     pool: &Pool,
     user: &str,
@@ -90,7 +91,7 @@ pub async fn list_tasks(
          ORDER BY tasks.created_at, tasks.id \
          LIMIT $3"
     );
-    let statement = client.prepare_cached(&sql).await?;
+    let statement = prepare_in_index_order(&client, &sql).await?;
     let fetch = fetch_count(limit);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&user, &include_deleted, &fetch];
     let position = after.map(|p| (p.created_at, p.id));
