@@ -43,6 +43,9 @@ pub struct Settings {
     pub write_wait: Duration,
     /// `PUBLISH_TIMEOUT_MS`: how long the api waits for a publisher confirm before answering 503.
     pub publish_timeout: Duration,
+    /// `API_PUBLISH_CHANNELS`: confirming channels the api's publishes take turns on (at most
+    /// [`MAX_PUBLISH_CHANNELS`]).
+    pub publish_channels: usize,
     /// `AMQP_PREFETCH`: unacknowledged deliveries the worker may hold.
     pub prefetch: u16,
     /// `WORKER_BATCH_SIZE`: most deliveries the worker applies in one transaction.
@@ -91,6 +94,7 @@ impl Default for Settings {
             retry_delays: [1_000, 5_000, 25_000].map(Duration::from_millis).to_vec(),
             write_wait: Duration::from_millis(2_000),
             publish_timeout: Duration::from_millis(5_000),
+            publish_channels: 4,
             prefetch: 1_000,
             batch_size: 500,
             batches_in_flight: 2,
@@ -196,6 +200,12 @@ impl Settings {
             publish_timeout: parse(&get, "PUBLISH_TIMEOUT_MS")?
                 .map(millis)
                 .unwrap_or(d.publish_timeout),
+            publish_channels: at_most(
+                "API_PUBLISH_CHANNELS",
+                positive(&get, "API_PUBLISH_CHANNELS")?,
+                MAX_PUBLISH_CHANNELS,
+            )?
+            .unwrap_or(d.publish_channels),
             prefetch: positive(&get, "AMQP_PREFETCH")?.unwrap_or(d.prefetch),
             batch_size: at_most(
                 "WORKER_BATCH_SIZE",
@@ -406,6 +416,10 @@ pub const MAX_TASKS_LOCKED: usize = 2_000;
 
 /// Largest `WORKER_BATCHES_IN_FLIGHT`: past a few, batches only queue on the database's cores.
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Most publishing channels `API_PUBLISH_CHANNELS` may ask for: a few spread the confirms over
+/// the broker's channel processes; many only hold memory on both sides.
+pub const MAX_PUBLISH_CHANNELS: usize = 64;
 
 /// `value` when it is at most `limit`; an error naming the variable otherwise.
 fn at_most(
@@ -636,6 +650,21 @@ mod tests {
                 "WORKER_BATCHES_IN_FLIGHT"
             );
         }
+        assert_eq!(
+            from(&[("API_PUBLISH_CHANNELS", "0")]).unwrap_err().name,
+            "API_PUBLISH_CHANNELS"
+        );
+        assert_eq!(
+            from(&[("API_PUBLISH_CHANNELS", "65")]).unwrap_err().name,
+            "API_PUBLISH_CHANNELS"
+        );
+        assert_eq!(
+            from(&[("API_PUBLISH_CHANNELS", "1")])
+                .unwrap()
+                .publish_channels,
+            1
+        );
+        assert_eq!(from(&[]).unwrap().publish_channels, 4);
         assert_eq!(from(&[("HOST", "local host")]).unwrap_err().name, "HOST");
         assert_eq!(
             from(&[("AMQP_URL", "garbage")]).unwrap_err().name,

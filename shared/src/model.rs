@@ -25,7 +25,8 @@ impl SyncStatus {
         }
     }
 
-    fn from_db(s: &str) -> Self {
+    /// Reads the `sync_status` column (whose CHECK allows only the three values).
+    pub fn from_db(s: &str) -> Self {
         match s {
             "pending" => Self::Pending,
             "error" => Self::Error,

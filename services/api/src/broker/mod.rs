@@ -12,6 +12,9 @@
 //!   told to, whatever state the connection is in;
 //! - `waiters`: the requests waiting for outcomes, by op id;
 //! - `publish`: publishing with confirms, and submitting (publish, then wait for outcomes);
+//!   publishes take turns over `API_PUBLISH_CHANNELS` confirming channels, each request's
+//!   operations on one of them, so that concurrent requests' confirms are spread over several
+//!   of the broker's channel processes while each stays pipelined;
 //! - `depths`: queue depths through one long-lived channel, sampled at most once a second.
 
 mod depths;
@@ -19,7 +22,10 @@ mod publish;
 mod session;
 mod waiters;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use lapin::{Channel, Connection, types::ShortString};
 use tasksync_shared::{Settings, topology::Topology};
@@ -27,12 +33,24 @@ use tasksync_shared::{Settings, topology::Topology};
 pub use depths::QueueDepth;
 pub use publish::{PublishError, Submitted};
 
-/// The live connection, its confirming publish channel, and this instance's reply queue.
+/// The live connection, its confirming publish channels, and this instance's reply queue.
 #[derive(Clone)]
 struct Link {
     connection: Arc<Connection>,
-    channel: Channel,
+    /// Never empty. The first also declared the topology and consumes the replies: when it
+    /// fails, the reply stream ends and the session reconnects.
+    channels: Arc<[Channel]>,
     reply_queue: ShortString,
+}
+
+impl Link {
+    /// The open channel at `turn` (round robin), passing over closed ones.
+    fn channel(&self, turn: usize) -> Option<&Channel> {
+        let n = self.channels.len();
+        (0..n)
+            .map(|i| &self.channels[(turn + i) % n])
+            .find(|c| c.status().connected())
+    }
 }
 
 struct Inner {
@@ -42,6 +60,9 @@ struct Inner {
     connection_name: String,
     topology: Topology,
     publish_timeout: std::time::Duration,
+    publish_channels: usize,
+    /// Whose turn it is among the publish channels.
+    turn: AtomicUsize,
     link: RwLock<Option<Link>>,
     waiters: waiters::Waiters,
     depths: depths::DepthSampler,
@@ -70,6 +91,8 @@ impl Broker {
                 connection_name: connection_name(&settings.amqp_prefix),
                 topology: Topology::from_settings(settings),
                 publish_timeout: settings.publish_timeout,
+                publish_channels: settings.publish_channels.max(1),
+                turn: AtomicUsize::new(0),
                 link: RwLock::new(None),
                 waiters: waiters::Waiters::default(),
                 depths: depths::DepthSampler::default(),
@@ -85,6 +108,14 @@ impl Broker {
         self.inner.link.read().ok().and_then(|l| l.clone())
     }
 
+    /// The next publish channel in turn, with the link it belongs to.
+    fn publish_channel(&self) -> Option<(Link, Channel)> {
+        let link = self.link()?;
+        let turn = self.inner.turn.fetch_add(1, Ordering::Relaxed);
+        let channel = link.channel(turn)?.clone();
+        Some((link, channel))
+    }
+
     fn set_link(&self, link: Option<Link>) {
         if let Ok(mut current) = self.inner.link.write() {
             *current = link;
@@ -92,8 +123,11 @@ impl Broker {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.link()
-            .is_some_and(|l| l.connection.status().connected() && l.channel.status().connected())
+        // The reply channel: while it is open, publishes have at least that one.
+        self.link().is_some_and(|l| {
+            l.connection.status().connected()
+                && l.channels.first().is_some_and(|c| c.status().connected())
+        })
     }
 }
 

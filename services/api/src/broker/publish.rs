@@ -4,7 +4,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::{StreamExt, future::join_all, stream::FuturesUnordered};
-use lapin::{BasicProperties, Confirmation, options::BasicPublishOptions, types::ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, options::BasicPublishOptions, types::ShortString,
+};
 use tasksync_shared::{Operation, OutcomeReport, topology::routing_key};
 use tracing::{Span, field::Empty};
 use uuid::Uuid;
@@ -43,15 +45,16 @@ impl Broker {
         skip_all,
         fields(ops = ops.len(), op_id = Empty, task_id = Empty, user = Empty)
     )]
-    pub async fn publish(&self, ops: &[Operation]) -> Result<(), PublishError> {
+    pub async fn publish(&self, ops: &[&Operation]) -> Result<(), PublishError> {
         if let [op] = ops {
             let span = Span::current();
             span.record("op_id", tracing::field::display(op.op_id));
             span.record("task_id", tracing::field::display(op.task_id));
             span.record("user", op.user_id.as_str());
         }
-        let link = self.link().ok_or(PublishError::NotConnected)?;
-        let result = tokio::time::timeout(self.inner.publish_timeout, self.confirmed(&link, ops))
+        let (link, channel) = self.publish_channel().ok_or(PublishError::NotConnected)?;
+        let confirmed = self.confirmed(&link, &channel, ops);
+        let result = tokio::time::timeout(self.inner.publish_timeout, confirmed)
             .await
             .map_err(|_| PublishError::Timeout)
             .and_then(|confirmed| confirmed);
@@ -62,7 +65,14 @@ impl Broker {
         result
     }
 
-    async fn confirmed(&self, link: &Link, ops: &[Operation]) -> Result<(), PublishError> {
+    /// Publishes every op on `channel` before awaiting any confirm: the confirms of one
+    /// request, and of the requests sharing the channel, are in flight together.
+    async fn confirmed(
+        &self,
+        link: &Link,
+        channel: &Channel,
+        ops: &[&Operation],
+    ) -> Result<(), PublishError> {
         let exchange: ShortString = self.inner.topology.ops_exchange().into();
         let timestamp = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
         let mut confirms = Vec::with_capacity(ops.len());
@@ -75,8 +85,7 @@ impl Broker {
                 .with_correlation_id(id)
                 .with_reply_to(link.reply_queue.clone())
                 .with_timestamp(timestamp);
-            let confirm = link
-                .channel
+            let confirm = channel
                 .basic_publish(
                     exchange.clone(),
                     routing_key(op.kind).into(),
@@ -113,7 +122,7 @@ impl Broker {
         op: &Operation,
         wait: Option<Duration>,
     ) -> Result<Submitted, PublishError> {
-        let mut outcomes = self.submit_many(std::slice::from_ref(op), wait).await?;
+        let mut outcomes = self.submit_many(&[op], wait).await?;
         Ok(match outcomes.remove(&op.op_id) {
             Some(report) => {
                 tracing::debug!(status = ?report.status, "decided within the wait");
@@ -132,7 +141,7 @@ impl Broker {
     #[tracing::instrument(name = "submit_many", skip_all, fields(ops = ops.len()))]
     pub async fn submit_many(
         &self,
-        ops: &[Operation],
+        ops: &[&Operation],
         wait: Option<Duration>,
     ) -> Result<HashMap<Uuid, OutcomeReport>, PublishError> {
         let Some(wait) = wait else {

@@ -95,12 +95,24 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
+        let mut channels = vec![channel];
+        while channels.len() < self.inner.publish_channels {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            channels.push(channel);
+        }
         self.set_link(Some(Link {
             connection: connection.clone(),
-            channel,
+            channels: channels.into(),
             reply_queue: reply_queue.name().clone(),
         }));
-        tracing::info!(reply_queue = %reply_queue.name(), "connected to the broker");
+        tracing::info!(
+            reply_queue = %reply_queue.name(),
+            publish_channels = self.inner.publish_channels,
+            "connected to the broker"
+        );
         Ok(replies)
     }
 

@@ -77,8 +77,16 @@ impl Waiters {
             return;
         };
         for outcome in outcomes {
-            for (_, waiter) in registry.remove(&outcome.op_id).unwrap_or_default() {
+            let Some(mut waiting) = registry.remove(&outcome.op_id) else {
+                continue;
+            };
+            // Almost always one request waits: it gets the outcome itself, not a copy.
+            let last = waiting.pop();
+            for (_, waiter) in waiting {
                 let _ = waiter.send(outcome.clone());
+            }
+            if let Some((_, waiter)) = last {
+                let _ = waiter.send(outcome);
             }
         }
     }

@@ -92,11 +92,10 @@ pub async fn push(
     // An op id repeated with the same content is one operation: published once, and every
     // slot that carries it gets its outcome.
     let mut seen = HashSet::new();
-    let unique: Vec<Operation> = read
+    let unique: Vec<&Operation> = read
         .iter()
         .flatten()
         .filter(|op| seen.insert(op.op_id))
-        .cloned()
         .collect();
     let outcomes = if unique.is_empty() {
         HashMap::new()

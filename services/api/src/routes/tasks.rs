@@ -58,7 +58,7 @@ pub async fn list(
             ApiError::BadRequest("after: not a cursor from this api (use X-Next-Cursor)".into())
         })?),
     };
-    let (tasks, has_more) = state
+    let page = state
         .db_round(storage::list_tasks(
             &state.db,
             &user,
@@ -67,14 +67,12 @@ pub async fn list(
             limit,
         ))
         .await?;
-    let next = tasks.last().filter(|_| has_more).map(|last| {
-        ListPosition {
-            created_at: last.created_at,
-            id: last.id,
-        }
-        .encode()
-    });
-    let mut response = Json(tasks).into_response();
+    let next = page
+        .last
+        .filter(|_| page.has_more)
+        .map(ListPosition::encode);
+    let json = HeaderValue::from_static("application/json");
+    let mut response = ([(header::CONTENT_TYPE, json)], page.json).into_response();
     if let Some(cursor) = next {
         let deleted = if query.include_deleted {
             "&include_deleted=true"
