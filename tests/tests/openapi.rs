@@ -72,7 +72,10 @@ async fn the_served_document_is_openapi_3_whose_references_resolve() {
         for (method, operation) in item.as_object().expect("path item") {
             assert!(METHODS.contains(&method.as_str()), "{method} {path}");
             let id = operation["operationId"].as_str().expect("operationId");
-            assert!(operation_ids.insert(id.to_string()), "operationId {id} twice");
+            assert!(
+                operation_ids.insert(id.to_string()),
+                "operationId {id} twice"
+            );
             let responses = operation["responses"].as_object().expect("responses");
             assert!(
                 responses.keys().any(|status| status.starts_with('2')),
@@ -85,10 +88,32 @@ async fn the_served_document_is_openapi_3_whose_references_resolve() {
                         .iter()
                         .any(|p| p["in"] == "path" && p["name"] == name && p["required"] == true)
                 });
-                assert!(declared, "{method} {path}: path parameter {name} not declared");
+                assert!(
+                    declared,
+                    "{method} {path}: path parameter {name} not declared"
+                );
             }
         }
     }
+
+    // Links name operations that exist, in the spelling OpenAPI tools read.
+    let mut links = 0;
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            for answer in operation["responses"].as_object().unwrap().values() {
+                for link in answer["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().expect("link operationId");
+                    assert!(operation_ids.contains(target), "link to {target}");
+                    links += 1;
+                }
+            }
+        }
+    }
+    assert!(links > 0, "writes link to their operation");
 
     let mut refs = Vec::new();
     collect_refs(&document, &mut refs);
@@ -105,8 +130,7 @@ async fn the_served_document_is_openapi_3_whose_references_resolve() {
 }
 
 #[tokio::test]
-async fn the_document_and_its_page_are_public_take_no_rate_token_and_load_nothing_from_elsewhere()
-{
+async fn the_document_and_its_page_are_public_take_no_rate_token_and_load_nothing_from_elsewhere() {
     let stack = TestStack::start_with(|settings| {
         settings.jwt = secret_settings();
         settings.edge.rate_limit = Some(RateLimit {
@@ -137,7 +161,10 @@ async fn the_document_and_its_page_are_public_take_no_rate_token_and_load_nothin
             .starts_with("text/html")
     );
     let html = page.text().await.unwrap();
-    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
     let assets = linked_assets(&html);
     assert!(assets.len() >= 4, "{html}");
     let root = stack.base.trim_end_matches("/api");
@@ -150,7 +177,10 @@ async fn the_document_and_its_page_are_public_take_no_rate_token_and_load_nothin
             .unwrap();
         assert_eq!(answer.status(), 200, "{asset}");
         assert_eq!(answer.headers()["x-content-type-options"], "nosniff");
-        let kind = answer.headers()["content-type"].to_str().unwrap().to_string();
+        let kind = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let body = answer.bytes().await.unwrap();
         assert!(!body.is_empty(), "{asset}");
         if asset.ends_with(".js") {
@@ -233,7 +263,10 @@ async fn methods_served(http: &reqwest::Client, root: &str, template: &str) -> V
     let path = template_params(template)
         .iter()
         .fold(template.to_string(), |path, name| {
-            path.replace(&format!("{{{name}}}"), "00000000-0000-0000-0000-000000000000")
+            path.replace(
+                &format!("{{{name}}}"),
+                "00000000-0000-0000-0000-000000000000",
+            )
         });
     let answer = http
         .request(Method::TRACE, format!("{root}{path}"))

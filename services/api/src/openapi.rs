@@ -22,6 +22,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 use tasksync_shared::{OpKind, SyncStatus, Task, operation::ItemStatus};
 use utoipa::{
     Modify, OpenApi, ToResponse, ToSchema,
@@ -245,8 +246,44 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 }
 
 /// The document as served, serialised once.
-static DOCUMENT: LazyLock<Result<String, String>> =
-    LazyLock::new(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string()));
+static DOCUMENT: LazyLock<Result<String, String>> = LazyLock::new(|| {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).map_err(|e| e.to_string())?;
+    link_writes_to_their_operation(&mut document);
+    serde_json::to_string(&document).map_err(|e| e.to_string())
+});
+
+/// Every answer that names its operation (`Operation-Id`) links to where the operation
+/// stands, so that clients (and schemathesis' stateful phase) can follow a write to its
+/// outcome. Added to the JSON: utoipa 5 writes a link's fields in snake_case
+/// (`operation_id`), which OpenAPI tools do not read.
+fn link_writes_to_their_operation(document: &mut Value) {
+    let link = json!({
+        "operation": {
+            "operationId": "get_operation",
+            "parameters": { "op_id": "$response.header.Operation-Id" },
+            "description": "Where the operation stands",
+        }
+    });
+    let operations = document
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let answers = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|answers| answers.values_mut());
+        for answer in answers {
+            if answer.pointer("/headers/Operation-Id").is_some() {
+                answer["links"] = link.clone();
+            }
+        }
+    }
+}
 
 /// The OpenAPI document of this api
 #[utoipa::path(
@@ -325,7 +362,7 @@ static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
     operation_id = "docs_asset",
     tag = "docs",
     description = "A file the page loads (Swagger UI, embedded in the api). Public.",
-    params(("file" = String, Path, description = "The file's name")),
+    params(("file" = String, Path, description = "The file's name", example = "swagger-ui.css")),
     responses(
         (status = 200, description = "The file", content(
             (String = "text/css"),

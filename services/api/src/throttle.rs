@@ -34,7 +34,9 @@ use axum::{
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use tasksync_shared::config::{DEFAULT_USER, EdgeSettings, RateLimit};
 
-use crate::{auth::middleware::is_protected, broker::Broker, error::ApiError, extract::CurrentUser};
+use crate::{
+    auth::middleware::is_protected, broker::Broker, error::ApiError, extract::CurrentUser,
+};
 
 /// How often buckets that are full again are forgotten.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(10);

@@ -29,7 +29,9 @@ use crate::{
     error::ApiError,
     extract::{CurrentUser, JsonBody},
     json::{self, JsonPath, Parsed, Step},
-    openapi::{BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, bodies::PushRequest},
+    openapi::{
+        BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, bodies::PushRequest,
+    },
     routes::tasks::respond_async,
     state::AppState,
 };
