@@ -11,7 +11,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 
-use super::NotFound;
+use super::ErrorBody;
 use crate::error::ApiError;
 
 /// The page: Swagger UI over `/api/openapi.json`, every asset from [`docs_asset`].
@@ -75,7 +75,7 @@ static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
             (String = "text/javascript"),
             ([u8] = "image/png"),
         )),
-        (status = 404, response = NotFound),
+        (status = 404, description = "No such file", body = ErrorBody),
     ),
 )]
 pub async fn docs_asset(Path(file): Path<String>) -> Result<Response, ApiError> {
