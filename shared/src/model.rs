@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 /// Where a task stands between the client and the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SyncStatus {
     /// Accepted, not yet applied.
@@ -37,6 +38,7 @@ impl SyncStatus {
 
 /// A task, as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     pub id: Uuid,
     pub title: String,
@@ -46,7 +48,9 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     pub is_deleted: bool,
     pub sync_status: SyncStatus,
+    /// The task's id as the server keeps it; null until the worker first applied it.
     pub server_id: Option<String>,
+    /// When the worker last applied an operation to it; null until then.
     pub last_synced_at: Option<DateTime<Utc>>,
 }
 

@@ -17,6 +17,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// What an operation does to its task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OpKind {
     Create,
@@ -195,6 +196,7 @@ impl OutcomeStatus {
 /// The status of one pushed item in a `/api/batch` or `/api/sync` answer (SPEC §3): an
 /// operation's outcome, or `pending` while it is not decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ItemStatus {
     Success,

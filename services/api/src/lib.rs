@@ -18,7 +18,8 @@
 //! - [`auth`]: bearer-token authentication (or development mode), the layer that says which
 //!   user a request acts for;
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
-//!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors.
+//!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors;
+//! - [`openapi`]: the OpenAPI document generated from the handlers and types, and its page.
 
 pub mod auth;
 pub mod batch;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod extract;
 pub mod json;
 pub mod limits;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -88,6 +90,18 @@ impl Application {
         self.port
     }
 
+    /// Everything the api serves, with every layer, as [`Application::run_until_stopped`]
+    /// serves it (tests read its routes).
+    pub fn router(&self) -> axum::Router {
+        // Authentication wraps the router (whose per-user limits run inside it, so a 401 costs
+        // no rate token) and answers its own refusals; CORS and the response headers wrap it
+        // in turn, so preflights pass and browsers can read a 401 or a 429.
+        let auth = self.state.auth.clone();
+        self.edge.clone().wrap(
+            routes::router(self.state.clone()).layer(from_fn_with_state(auth, auth::authenticate)),
+        )
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight
     /// (they may still be waiting for outcomes; at most `HTTP_HEADER_TIMEOUT_MS` +
     /// `HTTP_REQUEST_TIMEOUT_MS`, see [`server`]), and closes the broker connection.
@@ -111,13 +125,7 @@ impl Application {
             max_connections: settings.http_max_connections,
             drain_timeout: settings.http_header_timeout + settings.http_request_timeout,
         };
-        let auth = self.state.auth.clone();
-        // Authentication wraps the router (whose per-user limits run inside it, so a 401 costs
-        // no rate token) and answers its own refusals; CORS and the response headers wrap it
-        // in turn, so preflights pass and browsers can read a 401 or a 429.
-        let app = self
-            .edge
-            .wrap(routes::router(self.state).layer(from_fn_with_state(auth, auth::authenticate)));
+        let app = self.router();
         server::serve(self.listener, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = broker.await;

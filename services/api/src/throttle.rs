@@ -5,7 +5,8 @@
 //! - Per user (`RATE_LIMIT_RPS`, `RATE_LIMIT_BURST`): a token bucket per user id, taken from
 //!   the [`CurrentUser`] the authentication layer put in the request (the default user when
 //!   there is none), so one user's burst never limits another. Every `/api` request takes a
-//!   token except the probes (`/api/health`, `/api/ready`); this layer sits inside
+//!   token except the public ones (the probes `/api/health`, `/api/ready`, and the api's
+//!   description `/api/openapi.json`, `/api/docs`); this layer sits inside
 //!   authentication, so a request refused for its credentials (401) costs nobody a rate
 //!   token. The buckets of users whose bucket
 //!   is full again are dropped every [`PRUNE_EVERY`]: memory follows the users active lately,
@@ -33,7 +34,9 @@ use axum::{
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use tasksync_shared::config::{DEFAULT_USER, EdgeSettings, RateLimit};
 
-use crate::{broker::Broker, error::ApiError, extract::CurrentUser};
+use crate::{
+    auth::middleware::is_protected, broker::Broker, error::ApiError, extract::CurrentUser,
+};
 
 /// How often buckets that are full again are forgotten.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
@@ -126,7 +129,7 @@ pub async fn guard(State(throttle): State<Throttle>, request: Request, next: Nex
         .get::<OriginalUri>()
         .map_or_else(|| request.uri().path(), |uri| uri.path())
         .to_string();
-    if matches!(path.as_str(), "/api/health" | "/api/ready") {
+    if !is_protected(&path) {
         return next.run(request).await;
     }
     if let Some(per_user) = &throttle.per_user {

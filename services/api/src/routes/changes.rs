@@ -9,11 +9,13 @@ use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tasksync_shared::Task;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     cursor::{Position, page_limit},
     error::ApiError,
     extract::{ApiQuery, CurrentUser},
+    openapi::BadRequest,
     state::AppState,
     storage,
 };
@@ -23,14 +25,19 @@ pub const DEFAULT_LIMIT: usize = 100;
 /// Largest page.
 pub const MAX_LIMIT: usize = 1_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChangesQuery {
+    /// The `next_cursor` of the previous page (opaque); empty or absent: from the start.
     since: Option<String>,
     // Read as text so that a bad value gets our message naming the parameter.
+    /// Most changes in the answer (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of the caller's changes.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChangesPage {
     /// The changed tasks, each as it is now (a task changed twice appears once, at its latest
     /// change).
@@ -42,6 +49,20 @@ pub struct ChangesPage {
     server_time: DateTime<Utc>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/changes",
+    operation_id = "get_changes",
+    tag = "sync",
+    summary = "Pull what changed",
+    description = "Every change of the caller's tasks after the cursor, deleted ones included, \
+        each task as it is now. Page from the returned `next_cursor` while `has_more` is true.",
+    params(ChangesQuery),
+    responses(
+        (status = 200, description = "One page of changes", body = ChangesPage),
+        (status = 400, response = BadRequest),
+    ),
+)]
 pub async fn changes(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

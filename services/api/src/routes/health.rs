@@ -16,12 +16,33 @@ use tasksync_shared::db;
 
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    operation_id = "health",
+    tag = "service",
+    summary = "Liveness",
+    responses((status = 200, description = "The process answers", body = crate::openapi::bodies::Health)),
+)]
 pub async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok", "timestamp": Utc::now() }))
 }
 
 /// The error fields name the request's own path: inside the nested `/api` router a plain `Uri`
 /// would say `/ready`, hence `OriginalUri`.
+#[utoipa::path(
+    get,
+    path = "/api/ready",
+    operation_id = "ready",
+    tag = "service",
+    summary = "Readiness: Postgres, RabbitMQ (and the JWKS) answer",
+    responses(
+        (status = 200, description = "Ready", body = crate::openapi::bodies::Readiness),
+        (status = 503, description = "Not ready: `error` names what is down", body = crate::openapi::bodies::Readiness, headers(
+            ("Retry-After" = u64, description = "Seconds to wait"),
+        )),
+    ),
+)]
 pub async fn ready(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,

@@ -14,11 +14,13 @@ use tower_http::trace::TraceLayer;
 use crate::{
     error::{ApiError, render_errors},
     limits::{self, RequestLimits},
+    openapi,
     state::AppState,
     throttle::{self, Throttle},
 };
 
-/// The whole api under `/api`.
+/// The whole api under `/api`. Every route is in the OpenAPI document ([`openapi::ApiDoc`]):
+/// `tests/tests/openapi.rs` fails otherwise.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
     let limits = RequestLimits {
@@ -38,6 +40,9 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status::status))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::docs_page))
+        .route("/docs/{file}", get(openapi::docs_asset))
         // Keep this layer before (inside) authentication's: a 401 costs no user a rate token.
         .layer(middleware::from_fn_with_state(
             Throttle::new(&state.settings.edge, state.broker.clone()),

@@ -18,21 +18,27 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tasksync_shared::{OutcomeStatus, Task, operation::ItemStatus};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     error::ApiError,
     extract::CurrentUser,
+    openapi::BadRequest,
     state::AppState,
     storage::{self, OperationRecord},
 };
 
-#[derive(Debug, Serialize)]
+/// Where one operation stands.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OperationStatus {
     op_id: Uuid,
     task_id: Uuid,
+    /// `create`, `update` or `delete`.
+    #[schema(value_type = tasksync_shared::OpKind)]
     operation: String,
     /// `success`, `conflict`, `error`, or `pending` while the worker retries it.
+    #[schema(value_type = ItemStatus)]
     status: String,
     attempts: i32,
     last_error: Option<String>,
@@ -47,6 +53,21 @@ pub struct OperationStatus {
     server_time: DateTime<Utc>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sync/operations/{op_id}",
+    operation_id = "get_operation",
+    tag = "sync",
+    summary = "What became of one operation",
+    description = "For a client told `pending`, or that lost its answer. An op id not decided \
+        yet (still queued) or never accepted is a 404.",
+    params(("op_id" = Uuid, Path, description = "The operation's id")),
+    responses(
+        (status = 200, description = "The operation's state", body = OperationStatus),
+        (status = 400, response = BadRequest),
+        (status = 404, description = "Not decided yet (still queued) or never accepted", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub async fn operation(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

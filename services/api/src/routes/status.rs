@@ -27,6 +27,16 @@ use serde_json::{Value, json};
 
 use crate::{extract::CurrentUser, state::AppState, storage};
 
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    operation_id = "get_status",
+    tag = "service",
+    summary = "Queue depths and the caller's sync state",
+    description = "`null` means unknown: the dependency did not answer. The queue figures are \
+        the service's backlog over every user; the sync figures are the caller's.",
+    responses((status = 200, description = "The figures", body = crate::openapi::bodies::StatusReport)),
+)]
 pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Json<Value> {
     let topology = state.broker.topology();
     // Bounded twice: the sampler answers within its own wait, and this caps the wait for it.

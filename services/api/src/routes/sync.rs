@@ -20,6 +20,7 @@ use serde_json::Value;
 use tasksync_shared::{
     Operation, OutcomeReport, Task, model::to_db_precision, operation::ItemStatus,
 };
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -28,16 +29,21 @@ use crate::{
     error::ApiError,
     extract::{CurrentUser, JsonBody},
     json::{self, JsonPath, Parsed, Step},
+    openapi::{
+        BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, bodies::PushRequest,
+    },
     routes::tasks::respond_async,
     state::AppState,
 };
 
 /// The answer for one item, in the item's position.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Processed {
     /// The item's `task_id`.
     client_id: Option<String>,
+    /// The item's `id` (op id).
     op_id: Option<String>,
+    /// The task's id as the server keeps it, once applied.
     server_id: Option<String>,
     status: ItemStatus,
     /// The task after the operation (the winning task on a conflict); null on error or while
@@ -47,7 +53,8 @@ pub struct Processed {
     error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// An item answered `error`, listed again with its reason.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ItemError {
     task_id: Option<String>,
     operation: Option<String>,
@@ -55,7 +62,8 @@ pub struct ItemError {
     timestamp: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to a push: every item in its slot, and the counts.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PushResponse {
     processed_items: Vec<Processed>,
     /// No item failed.
@@ -69,6 +77,27 @@ pub struct PushResponse {
     server_time: DateTime<Utc>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sync",
+    operation_id = "push_sync",
+    tag = "sync",
+    summary = "Push queued operations",
+    description = "Each item is read on its own and answered in its slot: `success`, `conflict` \
+        (with the winning task), `error` (the field named), or `pending` (durably accepted, not \
+        applied yet). The op id is the idempotency key: pushing the same items again is safe, \
+        and a re-pushed operation reports its first outcome. If publishing fails nothing is \
+        accepted (503) and the push may be repeated.",
+    params(("Prefer" = Option<String>, Header, description = "`respond-async`: answer at once, the items not yet applied `pending`")),
+    request_body = PushRequest,
+    responses(
+        (status = 200, description = "Every item answered in its slot", body = PushResponse),
+        (status = 400, response = BadRequest),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(items))]
 pub async fn push(
     State(state): State<AppState>,

@@ -17,6 +17,7 @@ use tasksync_shared::{
     operation::{ItemStatus, Rejection, exists_message, present},
     validate,
 };
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
@@ -24,6 +25,10 @@ use crate::{
     cursor::{ListPosition, page_limit},
     error::ApiError,
     extract::{ApiJson, ApiQuery, CurrentUser, TaskId},
+    openapi::{
+        BadRequest, NotFound, OperationFailed, PayloadTooLarge, RequestTimeout,
+        UnsupportedMediaType,
+    },
     state::AppState,
     storage,
 };
@@ -32,12 +37,17 @@ use crate::{
 /// call (the seed's) gets the whole list up to this many, and a `Link` to the rest beyond it.
 pub const LIST_MAX_LIMIT: usize = 1_000;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Also list deleted tasks.
     #[serde(default)]
     include_deleted: bool,
     // Read as text so that a bad value gets our message naming the parameter.
+    /// Most tasks in the answer (default and maximum 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// Where the page starts: the `X-Next-Cursor` of the previous page (opaque).
     after: Option<String>,
 }
 
@@ -46,6 +56,24 @@ pub struct ListQuery {
 /// unpaginated api; when more tasks follow, `Link: <…>; rel="next"` (RFC 8288) and
 /// `X-Next-Cursor` say where the next page starts. A page may also end early once it holds
 /// [`storage::PAGE_TEXT_BUDGET`] bytes of task text.
+#[utoipa::path(
+    get,
+    path = "/api/tasks",
+    operation_id = "list_tasks",
+    tag = "tasks",
+    summary = "List the caller's tasks",
+    description = "In creation order, one page of at most `limit`. The body is a plain array; \
+        when more tasks follow, `Link` (rel=\"next\") and `X-Next-Cursor` say where the next \
+        page starts. A page may also end early once it holds about 4 MiB of task text.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of tasks", body = Vec<Task>, headers(
+            ("Link" = String, description = "`</api/tasks?limit=N&after=CURSOR>; rel=\"next\"` when more tasks follow"),
+            ("X-Next-Cursor" = String, description = "The cursor of the next page, when more tasks follow"),
+        )),
+        (status = 400, response = BadRequest),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -93,6 +121,19 @@ pub async fn list(
 /// The header that carries the list's next cursor on its own.
 const NEXT_CURSOR: header::HeaderName = header::HeaderName::from_static("x-next-cursor");
 
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}",
+    operation_id = "get_task",
+    tag = "tasks",
+    summary = "Read one task",
+    params(("id" = Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 400, response = BadRequest),
+        (status = 404, description = "No such task for the caller, or it is deleted", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -107,12 +148,20 @@ pub async fn get_one(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new task. Titles and descriptions may not hold control characters other than tab, CR
+/// and LF; a title of whitespace only is blank.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTask {
+    /// The task's id, chosen by the client; a new one when absent.
     id: Option<Uuid>,
+    /// Required, not blank; at most 500 characters after trimming.
+    #[schema(value_type = String, min_length = 1, max_length = 500)]
     title: Option<String>,
+    /// At most 10,000 characters.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     description: Option<Option<String>>,
+    /// `false` when absent or null.
     completed: Option<bool>,
 }
 
@@ -120,6 +169,33 @@ pub struct CreateTask {
 /// (the message says when it is a deleted one), or of someone else (the message says no more
 /// than that the id exists). The worker decides it, so of two creates racing for one id
 /// exactly one answers 201.
+#[utoipa::path(
+    post,
+    path = "/api/tasks",
+    operation_id = "create_task",
+    tag = "tasks",
+    summary = "Create a task",
+    description = "An exclusive create, decided by the worker: of two creates racing for one id \
+        exactly one answers 201, the other 409. The id of a deleted task stays taken.",
+    params(("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker")),
+    request_body = CreateTask,
+    responses(
+        (status = 201, description = "Created and applied", body = Task, headers(
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+        )),
+        (status = 202, description = "Accepted, not applied yet (`sync_status: pending`)", body = Task, headers(
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 408, response = RequestTimeout),
+        (status = 409, description = "The id is taken (by a task of the caller, deleted or not, or of someone else)", body = crate::openapi::ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = OperationFailed),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -165,14 +241,46 @@ async fn taken_fast_path(state: &AppState, user: &str, id: Uuid) -> Result<(), A
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A partial update: the fields given are set, the others kept.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateTask {
+    /// Not blank; at most 500 characters after trimming; null means not given.
+    #[schema(min_length = 1, max_length = 500)]
     title: Option<String>,
+    /// At most 10,000 characters; null clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     description: Option<Option<String>>,
+    /// Null means not given.
     completed: Option<bool>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/tasks/{id}",
+    operation_id = "update_task",
+    tag = "tasks",
+    summary = "Update a task (partial)",
+    params(("id" = Uuid, Path, description = "The task's id"), ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker")),
+    request_body = UpdateTask,
+    responses(
+        (status = 200, description = "Applied", body = Task, headers(
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+        )),
+        (status = 202, description = "Accepted, not applied yet (`sync_status: pending`)", body = Task, headers(
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, description = "A later write to the task won; fetch it and retry", body = crate::openapi::ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = OperationFailed),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -194,6 +302,28 @@ pub async fn update(
     submit(&state, &headers, op, pending).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/tasks/{id}",
+    operation_id = "delete_task",
+    tag = "tasks",
+    summary = "Delete a task (soft)",
+    params(("id" = Uuid, Path, description = "The task's id"), ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker")),
+    responses(
+        (status = 204, description = "Deleted", headers(
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+        )),
+        (status = 202, description = "Accepted, not applied yet (`sync_status: pending`)", body = Task, headers(
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, description = "A later write to the task won; fetch it and retry", body = crate::openapi::ErrorBody),
+        (status = 500, response = OperationFailed),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
