@@ -6,9 +6,9 @@
 //! false; an empty or absent `since` starts from the beginning.
 
 use axum::{Json, extract::State};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use tasksync_shared::Task;
+use chrono::Utc;
+use serde::Deserialize;
+use tasksync_shared::sync::ChangesPage;
 
 use crate::{
     cursor::{Position, page_limit},
@@ -28,18 +28,6 @@ pub struct ChangesQuery {
     since: Option<String>,
     // Read as text so that a bad value gets our message naming the parameter.
     limit: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChangesPage {
-    /// The changed tasks, each as it is now (a task changed twice appears once, at its latest
-    /// change).
-    changes: Vec<Task>,
-    /// Where the next page starts; unchanged when this page is empty.
-    next_cursor: String,
-    /// More changes are ready past this page.
-    has_more: bool,
-    server_time: DateTime<Utc>,
 }
 
 pub async fn changes(

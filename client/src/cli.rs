@@ -1,0 +1,458 @@
+//! The `tasks` command line: local CRUD that works with no server, `sync` (once, or `--watch`)
+//! and `status`. Every command takes `--json` and then prints one JSON document (`sync --watch`:
+//! one per round, a line each); a failure prints `{"error": "..."}` and exits 1.
+
+use std::{path::PathBuf, process::ExitCode, sync::Mutex, time::Duration};
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+use tasksync_shared::Task;
+
+use crate::{
+    config,
+    error::{Error, Result},
+    remote::{Remote, Token},
+    store::{Edit, NewTask, QueueCounts, QueueState, QueuedOp, Store, SyncState},
+    sync::{MAX_BATCH, Progress, SyncOptions, SyncReport, sync_once},
+    watch::{Wake, WatchOptions, watch},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tasks",
+    version,
+    about = "Tasks that work offline and sync with a Task Sync server"
+)]
+pub struct Cli {
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The local database (default: tasks.db in the platform's data directory).
+    #[arg(long, global = true, env = "TASKS_DB")]
+    db: Option<PathBuf>,
+    /// The server, e.g. http://localhost:3000 (default: the config file's, else that one).
+    #[arg(long, global = true, env = "TASKS_URL")]
+    url: Option<String>,
+    /// A bearer token for the server.
+    #[arg(long, global = true, env = "TASKS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The config file (default: config.toml in the platform's config directory).
+    #[arg(long, global = true, env = "TASKS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a task.
+    Add {
+        title: String,
+        #[arg(short, long)]
+        description: Option<String>,
+        /// Create it completed.
+        #[arg(long)]
+        done: bool,
+    },
+    /// List tasks.
+    List {
+        /// Include deleted tasks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one task (by id or a unique prefix of it).
+    Show { id: String },
+    /// Change a task's fields.
+    Edit {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(short, long, conflicts_with = "clear_description")]
+        description: Option<String>,
+        #[arg(long)]
+        clear_description: bool,
+        #[arg(long, conflicts_with = "undone")]
+        done: bool,
+        #[arg(long)]
+        undone: bool,
+    },
+    /// Mark a task completed (or not, with --undo).
+    Done {
+        id: String,
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Delete a task.
+    Rm { id: String },
+    /// Push queued changes and pull the server's.
+    Sync {
+        /// Keep syncing: on the server's change events when it has them, else every --interval.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between rounds when watching.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Stop watching after this many rounds.
+        #[arg(long)]
+        rounds: Option<u64>,
+        /// Items per push (1 to 1000).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_BATCH as i64))]
+        batch_size: Option<u16>,
+        /// Tries of a request that gets no answer, a 429 or a 5xx.
+        #[arg(long, default_value_t = 5)]
+        attempts: u32,
+    },
+    /// What is queued, failed, and when the last sync ran (no server needed).
+    Status,
+}
+
+/// Runs the command line.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!("{}", json!({ "error": e.to_string() }));
+            } else {
+                eprintln!("tasks: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings resolved from flags, environment and the config file.
+struct Resolved {
+    db: PathBuf,
+    url: String,
+    token: Option<String>,
+    batch_size: Option<usize>,
+}
+
+fn resolve(cli: &Cli) -> Result<Resolved> {
+    let file = config::load_file(cli.config.as_deref())?;
+    let db = match cli.db.clone().or(file.db) {
+        Some(db) => db,
+        None => config::default_db_path()?,
+    };
+    Ok(Resolved {
+        db,
+        url: cli
+            .url
+            .clone()
+            .or(file.url)
+            .unwrap_or_else(|| config::DEFAULT_URL.into()),
+        token: cli.token.clone().or(file.token).filter(|t| !t.is_empty()),
+        batch_size: file.batch_size,
+    })
+}
+
+fn execute(cli: Cli) -> Result<()> {
+    let settings = resolve(&cli)?;
+    let mut store = Store::open(&settings.db)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Add {
+            title,
+            description,
+            done,
+        } => {
+            let task = store.add(NewTask {
+                id: None,
+                title,
+                description,
+                completed: done,
+            })?;
+            print_task(json, &task);
+        }
+        Command::List { all } => {
+            let tasks = store.tasks(all)?;
+            if json {
+                print_json(&tasks);
+            } else if tasks.is_empty() {
+                println!("no tasks");
+            } else {
+                for task in &tasks {
+                    println!("{}", line(task));
+                }
+            }
+        }
+        Command::Show { id } => {
+            let id = store.resolve_id(&id)?;
+            let task = store
+                .task(id)?
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            print_task(json, &task);
+        }
+        Command::Edit {
+            id,
+            title,
+            description,
+            clear_description,
+            done,
+            undone,
+        } => {
+            let id = store.resolve_id(&id)?;
+            let edit = Edit {
+                title,
+                description: if clear_description {
+                    Some(None)
+                } else {
+                    description.map(Some)
+                },
+                completed: (done || undone).then_some(done),
+            };
+            print_task(json, &store.edit(id, edit)?);
+        }
+        Command::Done { id, undo } => {
+            let id = store.resolve_id(&id)?;
+            let edit = Edit {
+                completed: Some(!undo),
+                ..Edit::default()
+            };
+            print_task(json, &store.edit(id, edit)?);
+        }
+        Command::Rm { id } => {
+            let id = store.resolve_id(&id)?;
+            print_task(json, &store.delete(id)?);
+        }
+        Command::Sync {
+            watch: watching,
+            interval,
+            rounds,
+            batch_size,
+            attempts,
+        } => {
+            let mut remote = Remote::new(
+                &settings.url,
+                settings.token.map(Token::new),
+                Duration::from_secs(60),
+            )?;
+            remote.retry.attempts = attempts.max(1);
+            let options = SyncOptions {
+                batch_size: batch_size
+                    .map(usize::from)
+                    .or(settings.batch_size)
+                    .unwrap_or(SyncOptions::default().batch_size),
+                ..SyncOptions::default()
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))?;
+            let bar = ProgressBars::new(json);
+            let progress = |p: Progress| bar.show(p);
+            if watching {
+                let options_watch = WatchOptions {
+                    interval: Duration::from_secs(interval.max(1)),
+                    rounds,
+                };
+                let mut round = 0u64;
+                let mut each = |result: &Result<SyncReport>, wake: Wake| {
+                    round += 1;
+                    bar.finish();
+                    print_round(json, round, result, wake);
+                };
+                runtime.block_on(watch(
+                    &mut store,
+                    &remote,
+                    options,
+                    options_watch,
+                    async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    },
+                    &progress,
+                    &mut each,
+                ));
+            } else {
+                let report = runtime.block_on(sync_once(&mut store, &remote, options, &progress));
+                bar.finish();
+                let report = report?;
+                if json {
+                    print_json(&report);
+                } else {
+                    println!("{}", summary(&report));
+                }
+            }
+        }
+        Command::Status => {
+            let status = StatusReport {
+                db: settings.db.display().to_string(),
+                url: settings.url,
+                state: store.sync_state()?,
+                queue: store.queue_counts()?,
+                tasks: store.tasks(false)?.len(),
+                failed: store.queue(QueueState::Error)?,
+            };
+            if json {
+                print_json(&status);
+            } else {
+                print_status(&status);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct StatusReport {
+    db: String,
+    url: String,
+    #[serde(flatten)]
+    state: SyncState,
+    queue: QueueCounts,
+    tasks: usize,
+    /// Operations the server rejected for good.
+    failed: Vec<QueuedOp>,
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => println!("{}", json!({ "error": e.to_string() })),
+    }
+}
+
+fn short(id: &uuid::Uuid) -> String {
+    id.simple().to_string()[..8].to_string()
+}
+
+fn line(task: &Task) -> String {
+    let mark = if task.completed { "x" } else { " " };
+    let deleted = if task.is_deleted { " (deleted)" } else { "" };
+    format!(
+        "{} [{mark}] {}{deleted}  {}",
+        short(&task.id),
+        task.title,
+        task.sync_status.as_str()
+    )
+}
+
+fn print_task(json: bool, task: &Task) {
+    if json {
+        print_json(task);
+        return;
+    }
+    println!("{}", line(task));
+    println!("  id:          {}", task.id);
+    if let Some(d) = &task.description {
+        println!("  description: {d}");
+    }
+    println!("  updated:     {}", task.updated_at.to_rfc3339());
+    match task.last_synced_at {
+        Some(at) => println!("  synced:      {}", at.to_rfc3339()),
+        None => println!("  synced:      never"),
+    }
+}
+
+fn summary(r: &SyncReport) -> String {
+    let o = &r.outcomes;
+    format!(
+        "pushed {} in {} batches: {} applied, {} conflicts (server copy kept), {} pending, \
+         {} rejected ({} will retry); pulled {}; queue: {} queued, {} awaiting the server, {} \
+         failed; {} ms",
+        r.pushed,
+        r.batches,
+        o.success,
+        o.conflict,
+        o.pending,
+        o.failed + o.retrying,
+        o.retrying,
+        r.pulled,
+        r.queued,
+        r.accepted,
+        r.errors,
+        r.elapsed_ms
+    )
+}
+
+fn print_round(json: bool, round: u64, result: &Result<SyncReport>, wake: Wake) {
+    let wake = match wake {
+        Wake::Events => "events",
+        Wake::Polling => "polling",
+    };
+    match (json, result) {
+        (true, Ok(report)) => {
+            print_json(&json!({ "round": round, "wake": wake, "report": report }))
+        }
+        (true, Err(e)) => {
+            print_json(&json!({ "round": round, "wake": wake, "error": e.to_string() }))
+        }
+        (false, Ok(report)) => println!("round {round} ({wake}): {}", summary(report)),
+        (false, Err(e)) => println!("round {round} ({wake}): failed: {e}"),
+    }
+}
+
+fn print_status(s: &StatusReport) {
+    println!("database:   {}", s.db);
+    println!("server:     {}", s.url);
+    println!("device:     {}", s.state.device_id);
+    println!("tasks:      {}", s.tasks);
+    println!(
+        "queue:      {} to push, {} awaiting the server, {} failed",
+        s.queue.queued, s.queue.accepted, s.queue.error
+    );
+    match s.state.last_sync_at {
+        Some(at) => println!("last sync:  {}", at.to_rfc3339()),
+        None => println!("last sync:  never"),
+    }
+    for op in &s.failed {
+        println!(
+            "failed:     {} {} of task {} after {} tries: {}",
+            short(&op.op_id),
+            op.operation.as_str(),
+            short(&op.task_id),
+            op.retry_count,
+            op.error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// The progress bar of a large push (hidden with --json, for small queues, and when stderr is
+/// not a terminal).
+struct ProgressBars {
+    enabled: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+/// Queues shorter than this sync without a bar.
+const BAR_FROM: u64 = 200;
+
+impl ProgressBars {
+    fn new(json: bool) -> Self {
+        Self {
+            enabled: !json,
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn show(&self, progress: Progress) {
+        let Progress::Pushed { done, total } = progress else {
+            return;
+        };
+        if !self.enabled || total < BAR_FROM {
+            return;
+        }
+        let Ok(mut bar) = self.bar.lock() else { return };
+        let bar = bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(total);
+            if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} pushed ({eta})") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        bar.set_position(done);
+    }
+
+    fn finish(&self) {
+        if let Ok(mut bar) = self.bar.lock()
+            && let Some(bar) = bar.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
