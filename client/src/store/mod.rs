@@ -143,3 +143,6 @@ impl Store {
             .is_some())
     }
 }
+
+#[cfg(test)]
+mod tests;
