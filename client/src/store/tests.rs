@@ -131,7 +131,12 @@ fn edits_stamp_in_order_and_a_deleted_task_takes_no_more_edits() {
         .collect();
     assert_eq!(
         kinds,
-        [OpKind::Create, OpKind::Update, OpKind::Update, OpKind::Delete]
+        [
+            OpKind::Create,
+            OpKind::Update,
+            OpKind::Update,
+            OpKind::Delete
+        ]
     );
 }
 
@@ -169,7 +174,11 @@ fn success_forgets_the_entry_and_shows_the_server_copy() {
     let tally = store
         .record_push(
             &batch,
-            &answer(vec![processed(&batch[0], ItemStatus::Success, Some(server))]),
+            &answer(vec![processed(
+                &batch[0],
+                ItemStatus::Success,
+                Some(server),
+            )]),
         )
         .unwrap();
     assert_eq!(tally.success, 1);
@@ -211,7 +220,10 @@ fn a_rejected_operation_is_retried_then_ends_in_error_while_others_sync() {
             assert_eq!(status, SyncStatus::Error);
         }
     }
-    assert!(store.to_push(0, 10).unwrap().is_empty(), "never pushed again");
+    assert!(
+        store.to_push(0, 10).unwrap().is_empty(),
+        "never pushed again"
+    );
     let failed = store.queue(QueueState::Error).unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].retry_count, MAX_TRIES);
@@ -270,7 +282,11 @@ fn a_pulled_older_state_never_hides_an_unpushed_edit_but_a_newer_one_wins() {
     store
         .record_push(
             &batch,
-            &answer(vec![processed(&batch[0], ItemStatus::Success, Some(synced.clone()))]),
+            &answer(vec![processed(
+                &batch[0],
+                ItemStatus::Success,
+                Some(synced.clone()),
+            )]),
         )
         .unwrap();
     // Offline: the title changes here.
@@ -284,7 +300,12 @@ fn a_pulled_older_state_never_hides_an_unpushed_edit_but_a_newer_one_wins() {
         )
         .unwrap();
     // Another device completed it a little earlier than my edit, and the feed brings that.
-    let older = server_copy(&task, "a", true, mine.updated_at - Duration::milliseconds(1));
+    let older = server_copy(
+        &task,
+        "a",
+        true,
+        mine.updated_at - Duration::milliseconds(1),
+    );
     store.absorb_page(&page(vec![older], "c1")).unwrap();
     let shown = store.task(task.id).unwrap().unwrap();
     assert_eq!(shown.title, "mine", "my unpushed edit stays");
@@ -292,11 +313,20 @@ fn a_pulled_older_state_never_hides_an_unpushed_edit_but_a_newer_one_wins() {
     assert_eq!(shown.sync_status, SyncStatus::Pending);
     assert_eq!(store.sync_state().unwrap().pull_cursor, "c1");
     // A later title from elsewhere wins over mine, as it will on the server.
-    let newer = server_copy(&task, "theirs", true, mine.updated_at + Duration::seconds(5));
+    let newer = server_copy(
+        &task,
+        "theirs",
+        true,
+        mine.updated_at + Duration::seconds(5),
+    );
     store.absorb_page(&page(vec![newer], "c2")).unwrap();
     let shown = store.task(task.id).unwrap().unwrap();
     assert_eq!(shown.title, "theirs");
-    assert_eq!(store.queue_counts().unwrap().queued, 1, "my edit is still queued");
+    assert_eq!(
+        store.queue_counts().unwrap().queued,
+        1,
+        "my edit is still queued"
+    );
 }
 
 #[test]
@@ -341,7 +371,10 @@ fn a_store_on_disk_keeps_its_tasks_queue_and_device_across_opens() {
     let path = dir.path().join("nested/tasks.db");
     let (task, device) = {
         let mut store = Store::open(&path).unwrap();
-        (add(&mut store, "kept"), store.sync_state().unwrap().device_id)
+        (
+            add(&mut store, "kept"),
+            store.sync_state().unwrap().device_id,
+        )
     };
     let store = Store::open(&path).unwrap();
     assert_eq!(store.task(task.id).unwrap(), Some(task));
