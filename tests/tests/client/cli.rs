@@ -204,3 +204,92 @@ async fn sync_without_a_server_fails_with_a_json_error_and_keeps_the_queue() {
     assert!(error.contains("unreachable"), "{error}");
     assert_eq!(phone.ok(&["status"]).await["queue"]["queued"], 1);
 }
+
+#[tokio::test]
+async fn a_sync_killed_mid_push_is_finished_by_the_next_with_every_operation_applied_once() {
+    const TASKS: usize = 600;
+    let stack = TestStack::start().await;
+    let phone = Tasks::new(&stack.base);
+    std::fs::create_dir_all(phone.db().parent().unwrap()).unwrap();
+    let mut store = tasksync_client::Store::open(&phone.db()).unwrap();
+    for i in 0..TASKS {
+        store
+            .add(tasksync_client::NewTask {
+                title: format!("task {i}"),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let queued = |store: &tasksync_client::Store| -> Vec<uuid::Uuid> {
+        store
+            .queue(tasksync_client::store::QueueState::Queued)
+            .unwrap()
+            .iter()
+            .map(|op| op.op_id)
+            .collect()
+    };
+    let ops = queued(&store);
+
+    let mut child = Command::new(tasks_binary())
+        .args(["--json", "sync", "--batch-size", "50"])
+        .env("TASKS_DB", phone.db())
+        .env("TASKS_URL", &stack.base)
+        .env("XDG_CONFIG_HOME", phone.home.path().join("config"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some answers are stored and the server has applied more than that.
+    let mut killed = false;
+    for _ in 0..5_000 {
+        let recorded = (ops.len() - queued(&store).len()) as u64;
+        let applied = stack
+            .op_log_count(tasksync_tests::op_log::OpLog::ops(&ops))
+            .await;
+        if recorded > 0 && applied > recorded {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sync ended before the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(killed, "never caught a push in flight");
+    let _ = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap();
+    let left = queued(&store);
+    assert!(
+        !left.is_empty() && left.len() < ops.len(),
+        "{} left",
+        left.len()
+    );
+
+    let report = phone.ok(&["sync"]).await;
+    assert_eq!(report["pushed"], left.len() as u64, "{report}");
+    for _ in 0..20 {
+        if store.queue_counts().unwrap() == Default::default() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        phone.ok(&["sync"]).await;
+    }
+    assert_eq!(store.queue_counts().unwrap(), Default::default());
+    let log = |which| stack.op_log_count(which);
+    assert_eq!(
+        log(tasksync_tests::op_log::OpLog::ops(&ops)).await,
+        ops.len() as u64
+    );
+    assert_eq!(
+        log(tasksync_tests::op_log::OpLog::all()).await,
+        ops.len() as u64,
+        "none applied twice"
+    );
+    stack.feed_caught_up().await;
+    assert_eq!(
+        shown(&store.tasks(true).unwrap()),
+        server_shown(&stack).await
+    );
+}
