@@ -128,3 +128,21 @@ impl EventStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(body: &'static str) -> EventStream {
+        EventStream::new(Response::from(http::Response::new(body)))
+    }
+
+    #[tokio::test]
+    async fn events_with_data_wake_and_comments_and_the_end_do_not() {
+        let mut events =
+            stream(": keep-alive\r\n\r\nid: 7\r\ndata: {}\r\n\r\nid: 8\ndata: x\n\n: bye\n\n");
+        assert!(events.next_event().await);
+        assert!(events.next_event().await);
+        assert!(!events.next_event().await, "the stream ended");
+    }
+}
