@@ -351,21 +351,38 @@ fn print_task(json: bool, task: &Task) {
 
 fn summary(r: &SyncReport) -> String {
     let o = &r.outcomes;
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut pushed = format!(
+        "pushed {} in {}",
+        plural(r.pushed, "operation", "operations"),
+        plural(r.batches, "batch", "batches")
+    );
+    let mut parts = vec![format!("{} applied", o.success + o.conflict)];
+    if o.conflict > 0 {
+        parts.push(format!("{} lost a field to a later edit", o.conflict));
+    }
+    if o.pending > 0 {
+        parts.push(format!("{} accepted, not applied yet", o.pending));
+    }
+    if o.failed + o.retrying > 0 {
+        parts.push(format!("{} rejected", o.failed + o.retrying));
+    }
+    if r.pushed > 0 {
+        pushed = format!("{pushed} ({})", parts.join(", "));
+    } else {
+        pushed = "nothing to push".into();
+    }
+    let queue = if r.queued + r.accepted + r.errors == 0 {
+        "queue empty".to_string()
+    } else {
+        format!(
+            "queue: {} to push, {} awaiting the server, {} failed (see tasks status)",
+            r.queued, r.accepted, r.errors
+        )
+    };
     format!(
-        "pushed {} in {} batches: {} applied, {} conflicts (server copy kept), {} pending, \
-         {} rejected ({} will retry); pulled {}; queue: {} queued, {} awaiting the server, {} \
-         failed; {} ms",
-        r.pushed,
-        r.batches,
-        o.success,
-        o.conflict,
-        o.pending,
-        o.failed + o.retrying,
-        o.retrying,
-        r.pulled,
-        r.queued,
-        r.accepted,
-        r.errors,
+        "{pushed}; pulled {}; {queue}; {} ms",
+        plural(r.pulled, "task", "tasks"),
         r.elapsed_ms
     )
 }
