@@ -1,8 +1,9 @@
 //! `tasks sync --watch`: sync rounds, one after the other, woken by the server's change events
 //! when it has `GET /api/events`, else by a timer.
 //!
-//! The loop is bounded (a number of rounds, or until the stop future resolves, e.g. Ctrl-C). A
-//! failed round is reported and retried at the next wake-up: local work goes on meanwhile. The
+//! The loop is bounded (a number of rounds, or until the stop future resolves, e.g. Ctrl-C, even
+//! mid-round). A failed round is reported and retried at the next wake-up: local work goes on
+//! meanwhile. The
 //! event stream only wakes the loop: what changed is always read from the changes feed, so a
 //! missed or repeated event costs nothing.
 
@@ -35,8 +36,8 @@ pub enum Wake {
     Polling,
 }
 
-/// Runs rounds until `rounds` are done or `stop` resolves; `each` hears every round's result
-/// and how the loop is waiting. Returns the rounds run.
+/// Runs rounds until `rounds` are done or `stop` resolves; `each` hears every finished round's
+/// result and how the loop is waiting. Returns the rounds finished.
 pub async fn watch(
     store: &mut Store,
     remote: &Remote,
@@ -51,7 +52,12 @@ pub async fn watch(
     let mut polling = false;
     let mut rounds = 0;
     loop {
-        let result = sync_once(store, remote, options, progress).await;
+        // Stopping mid-round is safe: every step is stored in its own local transaction (no
+        // transaction spans an await), and an interrupted round is finished by the next one.
+        let result = tokio::select! {
+            result = sync_once(store, remote, options, progress) => result,
+            () = &mut stop => return rounds,
+        };
         rounds += 1;
         // (Re)open the event stream unless the server said it has none.
         if events.is_none() && !polling {
