@@ -32,10 +32,11 @@ pub struct Cli {
     /// The local database (default: tasks.db in the platform's data directory).
     #[arg(long, global = true, env = "TASKS_DB")]
     db: Option<PathBuf>,
-    /// The server, e.g. http://localhost:3000 (default: the config file's, else that one).
+    /// The server (default: the config file's `url`, else http://localhost:3000).
     #[arg(long, global = true, env = "TASKS_URL")]
     url: Option<String>,
-    /// A bearer token for the server.
+    /// A bearer token for the server (prefer TASKS_TOKEN or the config file: flags show in
+    /// process lists).
     #[arg(long, global = true, env = "TASKS_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The config file (default: config.toml in the platform's config directory).
