@@ -5,6 +5,7 @@
 //! - [`model`]: the task as clients see it and how it is read from Postgres.
 //! - [`operation`]: operations, the message the api publishes for each one (with its schema
 //!   version) and the outcome reports the worker sends back.
+//! - [`etag`]: the task's entity tag and the `If-Match` / `If-None-Match` conditions.
 //! - [`merge`]: the pure last-write-wins merge (SPEC §4). No I/O.
 //! - [`validate`]: the field rules the api and the worker both apply.
 //! - [`topology`]: exchange and queue names under the configured prefix, and their declaration.
@@ -17,6 +18,7 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod etag;
 pub mod failure;
 pub mod merge;
 pub mod model;

@@ -359,6 +359,7 @@ fn operation(user: &str, task_id: Uuid, kind: OpKind, fields: OperationFields) -
         stamped_at: now,
         received_at: now,
         if_absent: false,
+        if_match: None,
     }
 }
 
