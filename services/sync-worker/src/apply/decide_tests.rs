@@ -399,7 +399,10 @@ fn an_if_match_compares_with_the_tag_the_batch_left_and_a_stale_one_writes_nothi
         [None, Some(Rejection::PreconditionFailed), None]
     );
     assert_eq!(plan.verdicts[1].status, OutcomeStatus::Error);
-    assert_eq!(plan.verdicts[1].error.as_deref(), Some(PRECONDITION_MESSAGE));
+    assert_eq!(
+        plan.verdicts[1].error.as_deref(),
+        Some(PRECONDITION_MESSAGE)
+    );
     assert_eq!(plan.record.len(), 3, "the failed precondition is logged");
     let state = &run.locked[&task].state;
     assert_eq!(state.title.as_ref().unwrap().value, "b", "`c` never merged");
