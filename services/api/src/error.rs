@@ -260,3 +260,86 @@ fn default_message(status: StatusCode) -> String {
             .to_lowercase(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::{Router, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Every variant, with the status and `code` its body must carry.
+    fn variants() -> Vec<(ApiError, u16, &'static str)> {
+        let m = || "m".to_string();
+        vec![
+            (ApiError::BadRequest(m()), 400, "invalid_request"),
+            (ApiError::NotFound(m()), 404, "not_found"),
+            (ApiError::RequestTimeout(m()), 408, "timeout"),
+            (ApiError::Exists(m()), 409, "exists"),
+            (ApiError::Conflict(m()), 409, "conflict"),
+            (
+                ApiError::PreconditionFailed(m(), Some("\"t\"".into())),
+                412,
+                "precondition_failed",
+            ),
+            (ApiError::PayloadTooLarge(m()), 413, "payload_too_large"),
+            (ApiError::UriTooLong(m()), 414, "uri_too_long"),
+            (
+                ApiError::UnsupportedMediaType(m()),
+                415,
+                "unsupported_media_type",
+            ),
+            (ApiError::TooManyRequests(m(), 2), 429, "rate_limited"),
+            (ApiError::OperationFailed(m()), 500, "operation_failed"),
+            (
+                ApiError::Internal(anyhow::anyhow!("secret")),
+                500,
+                "internal",
+            ),
+            (ApiError::Unavailable(m()), 503, "unavailable"),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_error_renders_its_code_beside_the_message_time_and_path() {
+        for (i, (_, status, code)) in variants().into_iter().enumerate() {
+            let app = Router::new()
+                .route(
+                    "/e",
+                    get(move || async move { variants().swap_remove(i).0 }),
+                )
+                .layer(axum::middleware::from_fn(render_errors));
+            let request = Request::builder().uri("/e").body(Body::empty()).unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status);
+            let etag = response.headers().get(header::ETAG).cloned();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(body["code"], code, "{body}");
+            assert_eq!(body["path"], "/e");
+            assert!(body["timestamp"].is_string());
+            let message = if code == "internal" {
+                "internal error"
+            } else {
+                "m"
+            };
+            assert_eq!(body["error"], message, "{body}");
+            assert_eq!(etag.is_some(), code == "precondition_failed");
+        }
+    }
+
+    #[test]
+    fn answers_no_variant_makes_get_a_code_by_status() {
+        assert_eq!(
+            default_code(StatusCode::METHOD_NOT_ALLOWED),
+            "method_not_allowed"
+        );
+        assert_eq!(default_code(StatusCode::NOT_FOUND), "not_found");
+        assert_eq!(default_code(StatusCode::IM_A_TEAPOT), "invalid_request");
+        assert_eq!(default_code(StatusCode::BAD_GATEWAY), "internal");
+    }
+}

@@ -168,12 +168,14 @@ pub async fn get_one(
     Ok(response)
 }
 
-/// A header's value(s) as text, a repeated header joined with commas (RFC 9110 §5.3).
+/// A header's value(s) as text, a repeated header joined with commas (RFC 9110 §5.3). Bytes
+/// that are not text are kept as replacement characters: such a condition matches no tag,
+/// rather than being dropped (which would make a conditional write unconditional).
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
+    let values: Vec<String> = headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     (!values.is_empty()).then(|| values.join(", "))
 }
