@@ -135,7 +135,7 @@ async fn a_stale_if_match_is_412_logged_as_an_error_and_writes_nothing() {
         &stale_delete,
         412,
         "precondition_failed",
-        &format!("/api/{}", &path[1..]),
+        &format!("/api{path}"),
     );
     assert_eq!(stack.get_task(&id).await.status, 200, "not deleted");
     let tag = etag(&stack.get_task(&id).await);
@@ -318,6 +318,23 @@ async fn every_error_the_api_answers_has_a_code() {
         assert!(reply.body["timestamp"].is_string(), "{reply:?}");
         assert!(reply.body["path"].is_string(), "{reply:?}");
     }
+}
+
+#[tokio::test]
+async fn without_a_broker_a_write_and_readiness_say_unavailable() {
+    let stack = TestStack::start().await;
+    let mut settings = stack.settings.clone();
+    // Nothing listens on port 1.
+    settings.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
+    let extra = stack.spawn_api(settings).await;
+    let write = extra
+        .api
+        .create_task(json!({"title": "not accepted"}))
+        .await;
+    error_with_code(&write, 503, "unavailable", "/api/tasks");
+    let ready = extra.api.ready().await;
+    error_with_code(&ready, 503, "unavailable", "/api/ready");
+    extra.stop().await;
 }
 
 #[tokio::test]
