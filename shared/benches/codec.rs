@@ -23,6 +23,7 @@ fn operation(kind: OpKind, fields: OperationFields) -> Operation {
         stamped_at: now,
         received_at: now,
         if_absent: false,
+        if_match: None,
     }
 }
 

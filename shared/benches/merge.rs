@@ -39,6 +39,7 @@ fn operation(task: Uuid, kind: OpKind, minutes: i64) -> Operation {
         stamped_at: at,
         received_at: at,
         if_absent: false,
+        if_match: None,
     }
 }
 

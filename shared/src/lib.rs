@@ -5,6 +5,7 @@
 //! - [`model`]: the task as clients see it and how it is read from Postgres.
 //! - [`operation`]: operations, the message the api publishes for each one (with its schema
 //!   version) and the outcome reports the worker sends back.
+//! - [`etag`]: the task's entity tag and the `If-Match` / `If-None-Match` conditions.
 //! - [`merge`]: the pure last-write-wins merge (SPEC §4). No I/O.
 //! - [`sync`]: the wire shapes of offline sync (push, changes feed, operation lookup), shared by
 //!   the api and the offline client.
@@ -19,6 +20,7 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod etag;
 pub mod failure;
 pub mod merge;
 pub mod model;

@@ -170,6 +170,7 @@ mod tests {
             stamped_at: at(secs),
             received_at: at(secs),
             if_absent: false,
+            if_match: None,
         }
     }
 

@@ -112,6 +112,12 @@ pub struct Operation {
     /// false and merge under last-write-wins. Absent in messages of pushes and of older apis.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub if_absent: bool,
+    /// A REST write's `If-Match` header, as sent (`*` or a list of entity tags): the worker
+    /// compares it with the locked task's current tag ([`crate::etag`]) and decides `error`
+    /// ([`Rejection::PreconditionFailed`]) when it does not hold, writing nothing. Absent in
+    /// messages of pushes, of writes without the header and of older apis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<String>,
 }
 
 impl Operation {
@@ -262,7 +268,14 @@ pub enum Rejection {
     Exists,
     /// The op id was already used for an operation with other content; that one stands.
     OpIdReused,
+    /// The operation's `If-Match` did not hold when the worker locked the task: it changed
+    /// since the client read it (or no longer exists). Nothing was written.
+    PreconditionFailed,
 }
+
+/// The error of an operation whose `If-Match` did not hold.
+pub const PRECONDITION_MESSAGE: &str =
+    "precondition failed: the task changed since it was read (If-Match); fetch it and retry";
 
 /// The error of a create ([`Operation::if_absent`]) whose id is taken. `deleted` is only ever
 /// true for the caller's own task: another user's task reads like a live one, so that nothing
@@ -306,6 +319,7 @@ mod tests {
             stamped_at: now,
             received_at: now,
             if_absent: false,
+            if_match: None,
         }
     }
 
@@ -319,11 +333,12 @@ mod tests {
         assert!(!text.contains("\"title\""), "{text}");
         assert_eq!(Operation::decode(&body).unwrap(), op);
         assert!(
-            !text.contains("if_absent"),
+            !text.contains("if_absent") && !text.contains("if_match"),
             "a push's message is as before: {text}"
         );
         let exclusive = Operation {
             if_absent: true,
+            if_match: Some("\"abc\", \"def\"".into()),
             ..op
         };
         assert_eq!(

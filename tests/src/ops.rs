@@ -21,6 +21,7 @@ pub fn operation(
         stamped_at: at,
         received_at: at,
         if_absent: false,
+        if_match: None,
     }
 }
 

@@ -91,6 +91,7 @@ fn parse(
         received_at,
         // A pushed create merges under last-write-wins with what exists.
         if_absent: false,
+        if_match: None,
     })
 }
 

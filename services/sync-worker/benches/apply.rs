@@ -124,6 +124,7 @@ fn operation(task_id: Uuid, kind: OpKind, title: String) -> Operation {
         stamped_at: at,
         received_at: at,
         if_absent: false,
+        if_match: None,
     }
 }
 

@@ -113,6 +113,7 @@ fn build(spec: &Spec, tasks: &[Uuid], t0: DateTime<Utc>) -> (Value, Operation) {
         stamped_at: at,
         received_at: at,
         if_absent: false,
+        if_match: None,
     };
     (item, op)
 }

@@ -1,5 +1,5 @@
 //! The answers of a request that authentication refused, in the api's error body
-//! (`{"error", "timestamp", "path"}`) — rendered here, since the authentication layer runs
+//! (`{"error", "code", "timestamp", "path"}`) — rendered here, since the authentication layer runs
 //! outside the error-rendering middleware.
 //!
 //! | refusal | status | `WWW-Authenticate` |
@@ -43,9 +43,10 @@ impl Refusal {
 
     /// The answer for a request to `path`.
     pub fn response(&self, path: &str) -> Response {
-        let (status, message, challenge) = match self {
+        let (status, code, message, challenge) = match self {
             Self::Missing { other_scheme } => (
                 StatusCode::UNAUTHORIZED,
+                "unauthorized",
                 if *other_scheme {
                     "authentication required: the Authorization header must use the Bearer scheme"
                         .to_string()
@@ -56,6 +57,7 @@ impl Refusal {
             ),
             Self::Invalid(reason) => (
                 StatusCode::UNAUTHORIZED,
+                "unauthorized",
                 format!("invalid token: {reason}"),
                 Some(format!(
                     "Bearer error=\"invalid_token\", error_description=\"{reason}\""
@@ -63,11 +65,12 @@ impl Refusal {
             ),
             Self::KeysUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
                 "token keys unavailable: the key set could not be fetched yet, retry".to_string(),
                 None,
             ),
         };
-        let mut response = error_body(status, &message, path);
+        let mut response = error_body(status, code, &message, path);
         let headers = response.headers_mut();
         match challenge.map(|c| HeaderValue::from_str(&c)) {
             Some(Ok(value)) => {

@@ -12,6 +12,12 @@ use utoipa::{ToResponse, ToSchema};
 pub struct ErrorBody {
     /// What went wrong; a 400 starts with the offending field (`title: must not be blank`).
     error: String,
+    /// Machine-readable and stable, snake_case: `invalid_request`, `unauthorized`,
+    /// `not_found`, `method_not_allowed`, `timeout`, `exists`, `conflict`,
+    /// `precondition_failed`, `payload_too_large`, `uri_too_long`, `unsupported_media_type`,
+    /// `rate_limited`, `operation_failed`, `internal`, `unavailable`.
+    #[schema(example = "not_found")]
+    code: String,
     timestamp: DateTime<Utc>,
     /// The request's path.
     path: String,
@@ -31,6 +37,13 @@ pub struct Unauthorized(ErrorBody);
 /// No such task for the caller (another user's task answers the same).
 #[derive(Debug, ToResponse)]
 pub struct NotFound(ErrorBody);
+
+/// `If-Match` did not hold when the worker applied the operation: the task changed since the
+/// client read it (or is gone). Nothing was written; `ETag` is the current tag, when the task
+/// still exists.
+#[derive(Debug, ToResponse)]
+#[response(headers(("ETag" = String, description = "The task's current version, when it exists")))]
+pub struct PreconditionFailed(ErrorBody);
 
 /// The body did not arrive within `HTTP_REQUEST_TIMEOUT_MS`.
 #[derive(Debug, ToResponse)]

@@ -42,6 +42,8 @@ pub struct Readiness {
     timestamp: DateTime<Utc>,
     checks: Checks,
     error: Option<String>,
+    /// `unavailable` when not ready (the error body's `code`).
+    code: Option<String>,
     path: Option<String>,
 }
 

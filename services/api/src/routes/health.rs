@@ -83,6 +83,7 @@ pub async fn ready(
             .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
             .collect();
         body["error"] = json!(format!("not ready: {}", down.join("; ")));
+        body["code"] = json!("unavailable");
         body["path"] = json!(uri.path());
     }
     // Not an ApiError: the body says which dependency is down, which is the point.

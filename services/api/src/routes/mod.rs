@@ -31,7 +31,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route(
             "/tasks/{id}",
-            get(tasks::get_one).put(tasks::update).delete(tasks::delete),
+            get(tasks::get_one)
+                .put(tasks::update)
+                .patch(tasks::patch)
+                .delete(tasks::delete),
         )
         .route("/batch", post(sync::push))
         .route("/sync", post(sync::push))

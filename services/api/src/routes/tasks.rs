@@ -1,7 +1,14 @@
 //! Task CRUD. Reads come from Postgres; every write becomes one operation published to the
 //! broker, and the answer waits up to `WRITE_WAIT_MS` for the worker's outcome:
 //! 201/200/204 once applied, 202 with the task as accepted (`sync_status: "pending"`) if not
-//! applied in time, or at once with `Prefer: respond-async`.
+//! applied in time, or at once with `Prefer: respond-async` (then with
+//! `Preference-Applied: respond-async`).
+//!
+//! Conditional requests (RFC 9110 §13): a task's read and the write answers that carry it
+//! have an `ETag` ([`tasksync_shared::etag`]); a read with a matching `If-None-Match` answers
+//! 304. An update or delete with `If-Match` carries the header in its operation, and the
+//! worker checks it when it applies the operation, under the task's lock (the api's read may
+//! be stale by then): 412 with the current `ETag` when the task changed, nothing written.
 
 use axum::{
     Json,
@@ -12,7 +19,7 @@ use axum::{
 use chrono::Utc;
 use serde::Deserialize;
 use tasksync_shared::{
-    OpKind, Operation, OperationFields, OutcomeReport, SyncStatus, Task,
+    OpKind, Operation, OperationFields, OutcomeReport, SyncStatus, Task, etag,
     model::to_db_precision,
     operation::{ItemStatus, Rejection, exists_message, present},
     validate,
@@ -26,7 +33,7 @@ use crate::{
     error::ApiError,
     extract::{ApiJson, ApiQuery, CurrentUser, TaskId},
     openapi::{
-        BadRequest, NotFound, OperationFailed, PayloadTooLarge, RequestTimeout,
+        BadRequest, NotFound, OperationFailed, PayloadTooLarge, PreconditionFailed, RequestTimeout,
         UnsupportedMediaType,
     },
     state::AppState,
@@ -127,9 +134,17 @@ const NEXT_CURSOR: header::HeaderName = header::HeaderName::from_static("x-next-
     operation_id = "get_task",
     tag = "tasks",
     summary = "Read one task",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(
+        ("id" = Uuid, Path, description = "The task's id"),
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags (or `*`): 304 when the task's current tag is one of them"),
+    ),
     responses(
-        (status = 200, description = "The task", body = Task),
+        (status = 200, description = "The task", body = Task, headers(
+            ("ETag" = String, description = "The task's version (strong)"),
+        )),
+        (status = 304, description = "The task has not changed since the `If-None-Match` tag", headers(
+            ("ETag" = String, description = "The task's version (strong)"),
+        )),
         (status = 400, response = BadRequest),
         (status = 404, description = "No such task for the caller, or it is deleted", body = crate::openapi::ErrorBody),
     ),
@@ -138,13 +153,36 @@ pub async fn get_one(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     TaskId(id): TaskId,
-) -> Result<Json<Task>, ApiError> {
-    match state
-        .db_round(storage::find_task(&state.db, &user, id))
-        .await?
-    {
-        Some(task) if !task.is_deleted => Ok(Json(task)),
-        _ => Err(ApiError::task_not_found()),
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let task = existing(&state, &user, id).await?;
+    let tag = etag::of_task(&task);
+    let unchanged = header_text(&headers, header::IF_NONE_MATCH)
+        .is_some_and(|wanted| etag::if_none_match_hits(&wanted, &tag));
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(task).into_response()
+    };
+    set_etag(&mut response, &tag);
+    Ok(response)
+}
+
+/// A header's value(s) as text, a repeated header joined with commas (RFC 9110 §5.3). Bytes
+/// that are not text are kept as replacement characters: such a condition matches no tag,
+/// rather than being dropped (which would make a conditional write unconditional).
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn set_etag(response: &mut Response, tag: &str) {
+    if let Ok(value) = HeaderValue::from_str(tag) {
+        response.headers_mut().insert(header::ETAG, value);
     }
 }
 
@@ -181,12 +219,14 @@ pub struct CreateTask {
     request_body = CreateTask,
     responses(
         (status = 201, description = "Created and applied", body = Task, headers(
+            ("ETag" = String, description = "The task's version (strong)"),
             ("Location" = String, description = "The task's path"),
             ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
         )),
         (status = 202, description = "Accepted, not applied yet (`sync_status: pending`)", body = Task, headers(
             ("Location" = String, description = "The task's path"),
             ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+            ("Preference-Applied" = String, description = "`respond-async` when the request asked for it"),
         )),
         (status = 400, response = BadRequest),
         (status = 408, response = RequestTimeout),
@@ -235,7 +275,7 @@ async fn taken_fast_path(state: &AppState, user: &str, id: Uuid) -> Result<(), A
         .db_round(storage::find_task(&state.db, user, id))
         .await
     {
-        Ok(Some(task)) => Err(ApiError::Conflict(exists_message(id, task.is_deleted))),
+        Ok(Some(task)) => Err(ApiError::Exists(exists_message(id, task.is_deleted))),
         Ok(None) | Err(ApiError::Unavailable(_)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -261,27 +301,88 @@ pub struct UpdateTask {
     operation_id = "update_task",
     tag = "tasks",
     summary = "Update a task (partial)",
-    params(("id" = Uuid, Path, description = "The task's id"), ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker")),
+    params(
+        ("id" = Uuid, Path, description = "The task's id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker"),
+        ("If-Match" = Option<String>, Header, description = "Entity tags (or `*`): apply only if the task's tag is one of them when the worker applies it, else 412"),
+    ),
     request_body = UpdateTask,
     responses(
         (status = 200, description = "Applied", body = Task, headers(
+            ("ETag" = String, description = "The task's version (strong)"),
             ("Location" = String, description = "The task's path"),
             ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
         )),
         (status = 202, description = "Accepted, not applied yet (`sync_status: pending`)", body = Task, headers(
             ("Location" = String, description = "The task's path"),
             ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+            ("Preference-Applied" = String, description = "`respond-async` when the request asked for it"),
         )),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 408, response = RequestTimeout),
         (status = 409, description = "A later write to the task won; fetch it and retry", body = crate::openapi::ErrorBody),
+        (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 500, response = OperationFailed),
     ),
 )]
 pub async fn update(
+    state: State<AppState>,
+    user: CurrentUser,
+    id: TaskId,
+    headers: HeaderMap,
+    body: ApiJson<UpdateTask>,
+) -> Result<Response, ApiError> {
+    partial_update(state, user, id, headers, body).await
+}
+
+/// `PATCH` is `PUT`: both are the partial update (SPEC keeps `PUT`'s contract).
+#[utoipa::path(
+    patch,
+    path = "/api/tasks/{id}",
+    operation_id = "patch_task",
+    tag = "tasks",
+    summary = "Update a task (partial; the same as PUT)",
+    params(
+        ("id" = Uuid, Path, description = "The task's id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker"),
+        ("If-Match" = Option<String>, Header, description = "Entity tags (or `*`): apply only if the task's tag is one of them when the worker applies it, else 412"),
+    ),
+    request_body = UpdateTask,
+    responses(
+        (status = 200, description = "Applied", body = Task, headers(
+            ("ETag" = String, description = "The task's version (strong)"),
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+        )),
+        (status = 202, description = "Accepted, not applied yet (`sync_status: pending`)", body = Task, headers(
+            ("Location" = String, description = "The task's path"),
+            ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+            ("Preference-Applied" = String, description = "`respond-async` when the request asked for it"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 408, response = RequestTimeout),
+        (status = 409, description = "A later write to the task won; fetch it and retry", body = crate::openapi::ErrorBody),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = OperationFailed),
+    ),
+)]
+pub async fn patch(
+    state: State<AppState>,
+    user: CurrentUser,
+    id: TaskId,
+    headers: HeaderMap,
+    body: ApiJson<UpdateTask>,
+) -> Result<Response, ApiError> {
+    partial_update(state, user, id, headers, body).await
+}
+
+async fn partial_update(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     TaskId(id): TaskId,
@@ -297,7 +398,10 @@ pub async fn update(
         },
     )?;
     let current = existing(&state, &user, id).await?;
-    let op = operation(&user, id, OpKind::Update, fields);
+    let op = Operation {
+        if_match: header_text(&headers, header::IF_MATCH),
+        ..operation(&user, id, OpKind::Update, fields)
+    };
     let pending = pending_view(Some(current), &op);
     submit(&state, &headers, op, pending).await
 }
@@ -308,7 +412,11 @@ pub async fn update(
     operation_id = "delete_task",
     tag = "tasks",
     summary = "Delete a task (soft)",
-    params(("id" = Uuid, Path, description = "The task's id"), ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker")),
+    params(
+        ("id" = Uuid, Path, description = "The task's id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the worker"),
+        ("If-Match" = Option<String>, Header, description = "Entity tags (or `*`): delete only if the task's tag is one of them when the worker applies it, else 412"),
+    ),
     responses(
         (status = 204, description = "Deleted", headers(
             ("Location" = String, description = "The task's path"),
@@ -317,10 +425,12 @@ pub async fn update(
         (status = 202, description = "Accepted, not applied yet (`sync_status: pending`)", body = Task, headers(
             ("Location" = String, description = "The task's path"),
             ("Operation-Id" = Uuid, description = "The operation's id (see /api/sync/operations/{op_id})"),
+            ("Preference-Applied" = String, description = "`respond-async` when the request asked for it"),
         )),
         (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 409, description = "A later write to the task won; fetch it and retry", body = crate::openapi::ErrorBody),
+        (status = 412, response = PreconditionFailed),
         (status = 500, response = OperationFailed),
     ),
 )]
@@ -331,7 +441,10 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let current = existing(&state, &user, id).await?;
-    let op = operation(&user, id, OpKind::Delete, OperationFields::default());
+    let op = Operation {
+        if_match: header_text(&headers, header::IF_MATCH),
+        ..operation(&user, id, OpKind::Delete, OperationFields::default())
+    };
     let pending = pending_view(Some(current), &op);
     submit(&state, &headers, op, pending).await
 }
@@ -359,6 +472,7 @@ fn operation(user: &str, task_id: Uuid, kind: OpKind, fields: OperationFields) -
         stamped_at: now,
         received_at: now,
         if_absent: false,
+        if_match: None,
     }
 }
 
@@ -407,7 +521,8 @@ async fn submit(
     op: Operation,
     pending: Task,
 ) -> Result<Response, ApiError> {
-    let wait = (!respond_async(headers)).then_some(state.settings.write_wait);
+    let asked_async = respond_async(headers);
+    let wait = (!asked_async).then_some(state.settings.write_wait);
     let submitted = state.broker.submit(&op, wait).await.map_err(|e| match e {
         PublishError::Encode(e) => ApiError::Internal(e.into()),
         other => {
@@ -423,8 +538,22 @@ async fn submit(
         Submitted::Decided(report) if report.status == ItemStatus::Pending => {
             (StatusCode::ACCEPTED, Json(pending)).into_response()
         }
-        Submitted::Decided(report) => decided(op.kind, report)?,
+        Submitted::Decided(report) if report.rejection == Some(Rejection::PreconditionFailed) => {
+            precondition_failed(state, &op, report)
+                .await
+                .into_response()
+        }
+        // A rejection keeps the operation's headers: its id leads to the logged outcome.
+        Submitted::Decided(report) => {
+            decided(op.kind, report).unwrap_or_else(|e| e.into_response())
+        }
     };
+    if asked_async && response.status() == StatusCode::ACCEPTED {
+        response.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static("respond-async"),
+        );
+    }
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, v);
@@ -435,16 +564,38 @@ async fn submit(
     Ok(response)
 }
 
+/// The 412 of an operation whose `If-Match` did not hold when it applied, with the task's
+/// current tag as the api reads it now (after the worker's commit): none when the task is
+/// gone or the read fails.
+async fn precondition_failed(state: &AppState, op: &Operation, report: OutcomeReport) -> ApiError {
+    let current = state
+        .db_round(storage::find_task(&state.db, &op.user_id, op.task_id))
+        .await;
+    let tag = match current {
+        Ok(Some(task)) if !task.is_deleted => Some(etag::of_task(&task)),
+        _ => None,
+    };
+    let reason = report
+        .error
+        .unwrap_or_else(|| tasksync_shared::operation::PRECONDITION_MESSAGE.into());
+    ApiError::PreconditionFailed(reason, tag)
+}
+
 /// The answer to a decided write. The worker's `error` reasons are written for the caller:
 /// on another user's task they say no more than "not found" or, for a create, that the id
 /// exists.
 fn decided(kind: OpKind, report: OutcomeReport) -> Result<Response, ApiError> {
     match (report.status, report.task) {
-        (ItemStatus::Success, Some(task)) => Ok(match kind {
-            OpKind::Create => (StatusCode::CREATED, Json(task)).into_response(),
-            OpKind::Update => (StatusCode::OK, Json(task)).into_response(),
-            OpKind::Delete => StatusCode::NO_CONTENT.into_response(),
-        }),
+        (ItemStatus::Success, Some(task)) => {
+            let tag = etag::of_task(&task);
+            let mut response = match kind {
+                OpKind::Create => (StatusCode::CREATED, Json(task)).into_response(),
+                OpKind::Update => (StatusCode::OK, Json(task)).into_response(),
+                OpKind::Delete => return Ok(StatusCode::NO_CONTENT.into_response()),
+            };
+            set_etag(&mut response, &tag);
+            Ok(response)
+        }
         (ItemStatus::Conflict, _) => Err(ApiError::Conflict(
             "a later write to this task won; fetch it and retry".into(),
         )),
@@ -452,10 +603,14 @@ fn decided(kind: OpKind, report: OutcomeReport) -> Result<Response, ApiError> {
             let reason = report.error.unwrap_or_else(|| "rejected".into());
             Err(match (report.rejection, kind) {
                 (Some(Rejection::Invalid), _) => ApiError::BadRequest(reason),
-                (Some(Rejection::Exists | Rejection::OpIdReused), _) => ApiError::Conflict(reason),
+                (Some(Rejection::Exists), _) => ApiError::Exists(reason),
+                (Some(Rejection::OpIdReused), _) => ApiError::Conflict(reason),
+                (Some(Rejection::PreconditionFailed), _) => {
+                    ApiError::PreconditionFailed(reason, None)
+                }
                 // From a worker that predates exclusive creates.
                 (Some(Rejection::NotFound), OpKind::Create) => {
-                    ApiError::Conflict(exists_message(report.task_id, false))
+                    ApiError::Exists(exists_message(report.task_id, false))
                 }
                 (Some(Rejection::NotFound), _) => ApiError::task_not_found(),
                 (Some(Rejection::Failed), _) => ApiError::OperationFailed(format!(

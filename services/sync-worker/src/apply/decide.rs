@@ -13,16 +13,20 @@
 //!   live task, so nothing of theirs shows;
 //! - an exclusive create of a task that exists (has a title: it was created), deleted or not:
 //!   `error`, [`Rejection::Exists`];
+//! - with an `If-Match` ([`Operation::if_match`]) that the task's current entity tag, as the
+//!   batch has it so far, does not satisfy (or on a task that does not exist for readers):
+//!   `error`, [`Rejection::PreconditionFailed`], nothing merged. Checked here, under the
+//!   task's lock, because the api's read may be stale by the time the operation applies;
 //! - otherwise merged under last-write-wins: `success` or `conflict`.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use tasksync_shared::{
-    OpKind, Operation, OutcomeStatus,
+    OpKind, Operation, OutcomeStatus, etag,
     merge::Write,
     model::to_db_precision,
-    operation::{Rejection, exists_message, reused_message},
+    operation::{PRECONDITION_MESSAGE, Rejection, exists_message, reused_message},
 };
 use uuid::Uuid;
 
@@ -185,6 +189,13 @@ fn decide_new<'a>(
             Rejection::Exists,
             exists_message(op.task_id, row.state.is_deleted()),
         ),
+        (None, Some(row))
+            if op.if_match.as_deref().is_some_and(|header| {
+                !etag::if_match_holds(header, etag::of_state(op.task_id, &row.state).as_deref())
+            }) =>
+        {
+            Verdict::rejected(Rejection::PreconditionFailed, PRECONDITION_MESSAGE.into())
+        }
         (None, Some(row)) => {
             faults.before_apply(op, attempt.number)?;
             let merged = row.state.apply(&Write::from_operation(op));

@@ -28,6 +28,7 @@ fn op(task: Uuid, kind: OpKind, secs: i64, title: Option<&str>) -> Operation {
         // Received a minute later: the stamp is the client's own, not clamped.
         received_at: at(secs + 60),
         if_absent: false,
+        if_match: None,
     }
 }
 
@@ -368,4 +369,59 @@ fn an_update_or_delete_before_its_create_merges_and_is_reported_pending_without_
         tasksync_shared::operation::ItemStatus::Success
     );
     assert!(reports[0].task.is_some());
+}
+
+fn if_match(o: Operation, header: &str) -> Operation {
+    Operation {
+        if_match: Some(header.into()),
+        ..o
+    }
+}
+
+#[test]
+fn an_if_match_compares_with_the_tag_the_batch_left_and_a_stale_one_writes_nothing() {
+    let task = Uuid::new_v4();
+    let create = op(task, OpKind::Create, 0, Some("a"));
+    let stored = row(task, ME, &[&create]);
+    let read = etag::of_state(task, &stored.state).unwrap();
+    // The first update holds the tag the client read; the second held it too, but the first
+    // changed the task in the same batch, so it is stale by the time it applies.
+    let ops = [
+        if_match(op(task, OpKind::Update, 5, Some("b")), &read),
+        if_match(op(task, OpKind::Update, 6, Some("c")), &read),
+        if_match(op(task, OpKind::Delete, 7, None), "*"),
+    ];
+    let mut run = Run::new(&ops, vec![stored]);
+    let plan = run.decide();
+    assert_eq!(plan.verdicts[0].status, OutcomeStatus::Success);
+    assert_eq!(
+        rejections(&plan),
+        [None, Some(Rejection::PreconditionFailed), None]
+    );
+    assert_eq!(plan.verdicts[1].status, OutcomeStatus::Error);
+    assert_eq!(
+        plan.verdicts[1].error.as_deref(),
+        Some(PRECONDITION_MESSAGE)
+    );
+    assert_eq!(plan.record.len(), 3, "the failed precondition is logged");
+    let state = &run.locked[&task].state;
+    assert_eq!(state.title.as_ref().unwrap().value, "b", "`c` never merged");
+    assert!(state.is_deleted(), "`*` holds for a task that exists");
+}
+
+#[test]
+fn an_if_match_star_needs_a_task_and_anothers_task_stays_not_found() {
+    let task = Uuid::new_v4();
+    let early = op(task, OpKind::Update, 1, None);
+    let ops = [if_match(op(task, OpKind::Update, 5, Some("b")), "*")];
+    let plan = Run::new(&ops, vec![row(task, ME, &[&early])]).decide();
+    assert_eq!(rejections(&plan), [Some(Rejection::PreconditionFailed)]);
+    assert!(plan.changed.is_empty());
+
+    let create = op(task, OpKind::Create, 0, Some("a"));
+    let theirs = row(task, "mallory", &[&create]);
+    let tag = etag::of_state(task, &theirs.state).unwrap();
+    let ops = [if_match(op(task, OpKind::Update, 5, Some("b")), &tag)];
+    let plan = Run::new(&ops, vec![theirs]).decide();
+    assert_eq!(rejections(&plan), [Some(Rejection::NotFound)]);
 }

@@ -63,6 +63,7 @@ mod tests {
             stamped_at: Utc::now(),
             received_at: Utc::now(),
             if_absent: false,
+            if_match: None,
         }
     }
 

@@ -121,6 +121,7 @@ fn operation() -> Operation {
         stamped_at: now,
         received_at: now,
         if_absent: false,
+        if_match: None,
     }
 }
 
