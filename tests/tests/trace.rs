@@ -232,3 +232,52 @@ async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
     assert_eq!(unknown.status, 404);
     assert!(unknown.header("x-request-id").is_some());
 }
+
+/// The variables of the README's Configuration table.
+fn readme_variables() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Configuration section");
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each binary's `--help` lists every variable of the README's table, and no other.
+#[test]
+fn every_binarys_help_lists_the_readmes_variables() {
+    let documented = readme_variables();
+    assert!(documented.len() > 30, "{documented:?}");
+    let dir = tasksync_tests::processes::binaries();
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "taskctl"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for binary in ["api", "sync-worker", "taskctl"] {
+        let output = std::process::Command::new(dir.join(binary))
+            .arg("--help")
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{binary} --help: {output:?}");
+        let help = String::from_utf8(output.stdout).unwrap();
+        let (_, listed) = help
+            .split_once("Environment variables")
+            .unwrap_or_else(|| panic!("{binary} --help lists no variables:\n{help}"));
+        let listed: Vec<&str> = listed
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        assert_eq!(listed, documented, "{binary} --help:\n{help}");
+    }
+}
