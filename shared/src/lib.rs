@@ -6,6 +6,8 @@
 //! - [`operation`]: operations, the message the api publishes for each one (with its schema
 //!   version) and the outcome reports the worker sends back.
 //! - [`merge`]: the pure last-write-wins merge (SPEC §4). No I/O.
+//! - [`sync`]: the wire shapes of offline sync (push, changes feed, operation lookup), shared by
+//!   the api and the offline client.
 //! - [`validate`]: the field rules the api and the worker both apply.
 //! - [`topology`]: exchange and queue names under the configured prefix, and their declaration.
 //! - [`amqp`]: connecting to RabbitMQ with backoff.
@@ -23,6 +25,7 @@ pub mod model;
 pub mod operation;
 pub mod shutdown;
 pub mod startup;
+pub mod sync;
 pub mod telemetry;
 pub mod topology;
 pub mod validate;

@@ -13,7 +13,7 @@ use tasksync_shared::{Operation, OutcomeReport, topology::routing_key};
 use tracing::{Span, field::Empty};
 use uuid::Uuid;
 
-use super::{Broker, Link};
+use super::Broker;
 
 /// Why an operation was not durably accepted. The client may retry.
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +42,14 @@ pub enum Submitted {
 impl Broker {
     /// Publishes `ops` with publisher confirms, all in flight at once, and returns when the
     /// broker has confirmed every one. Any failure means some may not be durably accepted.
+    /// With `reply`, each names this instance's reply queue, so the worker reports its outcome
+    /// here; without (nobody waits), the worker sends no reply for it.
     #[tracing::instrument(
         name = "publish",
         skip_all,
         fields(ops = ops.len(), op_id = Empty, task_id = Empty, user = Empty)
     )]
-    pub async fn publish(&self, ops: &[&Operation]) -> Result<(), PublishError> {
+    pub async fn publish(&self, ops: &[&Operation], reply: bool) -> Result<(), PublishError> {
         if let [op] = ops {
             let span = Span::current();
             span.record("op_id", tracing::field::display(op.op_id));
@@ -55,7 +57,8 @@ impl Broker {
             span.record("user", op.user_id.as_str());
         }
         let (link, channel) = self.publish_channel().ok_or(PublishError::NotConnected)?;
-        let confirmed = self.confirmed(&link, &channel, ops);
+        let reply_to = reply.then_some(&link.reply_queue);
+        let confirmed = self.confirmed(reply_to, &channel, ops);
         let result = tokio::time::timeout(self.inner.publish_timeout, confirmed)
             .await
             .map_err(|_| PublishError::Timeout)
@@ -71,7 +74,7 @@ impl Broker {
     /// request, and of the requests sharing the channel, are in flight together.
     async fn confirmed(
         &self,
-        link: &Link,
+        reply_to: Option<&ShortString>,
         channel: &Channel,
         ops: &[&Operation],
     ) -> Result<(), PublishError> {
@@ -85,8 +88,11 @@ impl Broker {
                 .with_content_type("application/json".into())
                 .with_message_id(id.clone())
                 .with_correlation_id(id)
-                .with_reply_to(link.reply_queue.clone())
                 .with_timestamp(timestamp);
+            let properties = match reply_to {
+                Some(queue) => properties.with_reply_to(queue.clone()),
+                None => properties,
+            };
             // The request's trace, so that the worker's log lines of the operation share it.
             let properties = match crate::trace::current() {
                 Some(trace) => {
@@ -156,13 +162,13 @@ impl Broker {
         wait: Option<Duration>,
     ) -> Result<HashMap<Uuid, OutcomeReport>, PublishError> {
         let Some(wait) = wait else {
-            self.publish(ops).await?;
+            self.publish(ops, false).await?;
             return Ok(HashMap::new());
         };
         // Register before publishing: a reply may come back before the confirms do.
         let op_ids: Vec<Uuid> = ops.iter().map(|op| op.op_id).collect();
         let (receivers, _guard) = self.inner.waiters.register(&op_ids);
-        self.publish(ops).await?;
+        self.publish(ops, true).await?;
         let mut outcomes = HashMap::with_capacity(ops.len());
         let mut replies: FuturesUnordered<_> = receivers.into_iter().collect();
         let _ = tokio::time::timeout(wait, async {

@@ -6,10 +6,10 @@
 //! false; an empty or absent `since` starts from the beginning.
 
 use axum::{Json, extract::State};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use tasksync_shared::Task;
-use utoipa::{IntoParams, ToSchema};
+use chrono::Utc;
+use serde::Deserialize;
+use tasksync_shared::sync::ChangesPage;
+use utoipa::IntoParams;
 
 use crate::{
     cursor::{Position, page_limit},
@@ -34,19 +34,6 @@ pub struct ChangesQuery {
     /// Most changes in the answer (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-}
-
-/// One page of the caller's changes.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChangesPage {
-    /// The changed tasks, each as it is now (a task changed twice appears once, at its latest
-    /// change).
-    changes: Vec<Task>,
-    /// Where the next page starts; unchanged when this page is empty.
-    next_cursor: String,
-    /// More changes are ready past this page.
-    has_more: bool,
-    server_time: DateTime<Utc>,
 }
 
 #[utoipa::path(

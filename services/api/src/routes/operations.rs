@@ -15,10 +15,8 @@ use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
 };
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use tasksync_shared::{OutcomeStatus, Task, operation::ItemStatus};
-use utoipa::ToSchema;
+use chrono::Utc;
+use tasksync_shared::{OutcomeStatus, operation::ItemStatus, sync::OperationStatus};
 use uuid::Uuid;
 
 use crate::{
@@ -28,30 +26,6 @@ use crate::{
     state::AppState,
     storage::{self, OperationRecord},
 };
-
-/// Where one operation stands.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OperationStatus {
-    op_id: Uuid,
-    task_id: Uuid,
-    /// `create`, `update` or `delete`.
-    #[schema(value_type = tasksync_shared::OpKind)]
-    operation: String,
-    /// `success`, `conflict`, `error`, or `pending` while the worker retries it.
-    #[schema(value_type = ItemStatus)]
-    status: String,
-    attempts: i32,
-    last_error: Option<String>,
-    /// The last-write-wins time the operation was applied with (after clamping).
-    client_timestamp: Option<DateTime<Utc>>,
-    received_at: Option<DateTime<Utc>>,
-    decided_at: Option<DateTime<Utc>>,
-    first_failed_at: Option<DateTime<Utc>>,
-    last_failed_at: Option<DateTime<Utc>>,
-    /// The caller's task as it is now (null when it does not exist for the caller).
-    resolved_data: Option<Task>,
-    server_time: DateTime<Utc>,
-}
 
 #[utoipa::path(
     get,

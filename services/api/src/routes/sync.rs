@@ -14,13 +14,14 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::{Json, extract::State, http::HeaderMap};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use serde_json::Value;
 use tasksync_shared::{
-    Operation, OutcomeReport, Task, model::to_db_precision, operation::ItemStatus,
+    Operation, OutcomeReport,
+    model::to_db_precision,
+    operation::ItemStatus,
+    sync::{ItemError, Processed, PushResponse},
 };
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -35,47 +36,6 @@ use crate::{
     routes::tasks::respond_async,
     state::AppState,
 };
-
-/// The answer for one item, in the item's position.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Processed {
-    /// The item's `task_id`.
-    client_id: Option<String>,
-    /// The item's `id` (op id).
-    op_id: Option<String>,
-    /// The task's id as the server keeps it, once applied.
-    server_id: Option<String>,
-    status: ItemStatus,
-    /// The task after the operation (the winning task on a conflict); null on error or while
-    /// pending.
-    resolved_data: Option<Task>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// An item answered `error`, listed again with its reason.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ItemError {
-    task_id: Option<String>,
-    operation: Option<String>,
-    error: String,
-    timestamp: DateTime<Utc>,
-}
-
-/// The answer to a push: every item in its slot, and the counts.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PushResponse {
-    processed_items: Vec<Processed>,
-    /// No item failed.
-    success: bool,
-    /// Applied: `success` plus `conflict` items.
-    synced_items: usize,
-    conflict_items: usize,
-    failed_items: usize,
-    pending_items: usize,
-    errors: Vec<ItemError>,
-    server_time: DateTime<Utc>,
-}
 
 #[utoipa::path(
     post,

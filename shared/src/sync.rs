@@ -1,0 +1,159 @@
+//! The wire shapes of offline sync (SPEC §3, docs/sync-protocol.md): the push request and its
+//! answer, a page of the changes feed, and one operation's outcome. The api serializes them;
+//! the offline client (`tasksync-client`) builds requests and reads answers with the same types.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    model::Task,
+    operation::{ItemStatus, OpKind, OperationFields},
+};
+
+/// `POST /api/sync` (and `/api/batch`): the queued operations of one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub items: Vec<PushItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_timestamp: Option<DateTime<Utc>>,
+}
+
+/// One queued operation. `id` is the op id, the idempotency key: kept across every retry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushItem {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub operation: OpKind,
+    pub data: ItemData,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub retry_count: u32,
+}
+
+/// The fields an item sets, and when the device made the edit (its last-write-wins time).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemData {
+    #[serde(flatten)]
+    pub fields: OperationFields,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// The answer for one pushed item, in the item's position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Processed {
+    /// The item's `task_id`.
+    pub client_id: Option<String>,
+    /// The item's `id` (op id).
+    pub op_id: Option<String>,
+    /// The task's id as the server keeps it, once applied.
+    pub server_id: Option<String>,
+    pub status: ItemStatus,
+    /// The task after the operation (the winning task on a conflict); null on error or while
+    /// pending.
+    pub resolved_data: Option<Task>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An item answered `error`, listed again with its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ItemError {
+    pub task_id: Option<String>,
+    pub operation: Option<String>,
+    pub error: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The answer to a push: every item in its slot, and the counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PushResponse {
+    pub processed_items: Vec<Processed>,
+    /// No item failed.
+    pub success: bool,
+    /// Applied: `success` plus `conflict` items.
+    pub synced_items: usize,
+    pub conflict_items: usize,
+    pub failed_items: usize,
+    pub pending_items: usize,
+    pub errors: Vec<ItemError>,
+    pub server_time: DateTime<Utc>,
+}
+
+/// `GET /api/changes`: one page of the caller's changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChangesPage {
+    /// The changed tasks, each as it is now (a task changed twice appears once, at its latest
+    /// change).
+    pub changes: Vec<Task>,
+    /// Where the next page starts; unchanged when this page is empty.
+    pub next_cursor: String,
+    /// More changes are ready past this page.
+    pub has_more: bool,
+    pub server_time: DateTime<Utc>,
+}
+
+/// `GET /api/sync/operations/{op_id}`: what became of one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OperationStatus {
+    pub op_id: Uuid,
+    pub task_id: Uuid,
+    /// `create`, `update` or `delete`.
+    #[cfg_attr(feature = "openapi", schema(value_type = OpKind))]
+    pub operation: String,
+    /// `success`, `conflict`, `error`, or `pending` while the worker retries it.
+    #[cfg_attr(feature = "openapi", schema(value_type = ItemStatus))]
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// The last-write-wins time the operation was applied with (after clamping).
+    pub client_timestamp: Option<DateTime<Utc>>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub first_failed_at: Option<DateTime<Utc>>,
+    pub last_failed_at: Option<DateTime<Utc>>,
+    /// The caller's task as it is now (null when it does not exist for the caller).
+    pub resolved_data: Option<Task>,
+    pub server_time: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_is_spelled_as_the_protocol_says_and_reads_back() {
+        let at = DateTime::parse_from_rfc3339("2026-11-25T09:12:00.000001Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let item = PushItem {
+            id: Uuid::from_u128(1),
+            task_id: Uuid::from_u128(2),
+            operation: OpKind::Update,
+            data: ItemData {
+                fields: OperationFields {
+                    description: Some(None),
+                    completed: Some(true),
+                    ..Default::default()
+                },
+                updated_at: Some(at),
+            },
+            created_at: at,
+            retry_count: 0,
+        };
+        let json = serde_json::to_value(&item).unwrap();
+        assert_eq!(json["operation"], "update");
+        assert_eq!(json["data"]["completed"], true);
+        assert!(json["data"]["description"].is_null());
+        assert!(json["data"].get("title").is_none());
+        assert_eq!(json["data"]["updated_at"], "2026-11-25T09:12:00.000001Z");
+        let back: PushItem = serde_json::from_value(json).unwrap();
+        assert_eq!(back, item);
+    }
+}
