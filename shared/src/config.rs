@@ -9,6 +9,7 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 mod edge;
+pub mod help;
 mod secret;
 mod urls;
 

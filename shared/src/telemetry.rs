@@ -8,6 +8,9 @@
 //!   log pipe must not turn a shutdown into a panic (exit 101), it only loses the lines.
 //! - The AMQP client's own messages are off unless `RUST_LOG` names `lapin`: every connection
 //!   error reaches our code, which logs it once, where lapin would log it three more times.
+//! - [`traceparent`]: the W3C trace context both services put on the log lines of an operation.
+
+pub mod traceparent;
 
 use std::io::{self, IsTerminal, Write};
 

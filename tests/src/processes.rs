@@ -48,6 +48,11 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` (`api` or `sync-worker`) configured like `settings`.
     pub fn spawn(binary: &str, settings: &Settings) -> Self {
+        Self::spawn_with(binary, settings, &[])
+    }
+
+    /// [`Self::spawn`], with `vars` set over the settings' (e.g. `LOG_FORMAT=json`).
+    pub fn spawn_with(binary: &str, settings: &Settings, vars: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!(
             "tasksync-{binary}-{}.log",
             uuid::Uuid::new_v4().simple()
@@ -82,6 +87,7 @@ impl ServiceProcess {
             .env("PORT", settings.port.to_string())
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "0")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

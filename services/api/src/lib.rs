@@ -19,7 +19,8 @@
 //!   user a request acts for;
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
 //!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors;
-//! - [`openapi`]: the OpenAPI document generated from the handlers and types, and its page.
+//! - [`openapi`]: the OpenAPI document generated from the handlers and types, and its page;
+//! - [`trace`]: the request's trace (`traceparent`), request id and access log line.
 
 pub mod auth;
 pub mod batch;
@@ -36,13 +37,14 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod throttle;
+pub mod trace;
 
 use std::{future::Future, sync::Arc};
 
 use tasksync_shared::{Settings, amqp::Backoff, config::SecretUrl, db, shutdown::stopped};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 
 use crate::{
     auth::Authenticator, broker::Broker, edge::Edge, server::ConnectionLimits, state::AppState,
@@ -96,10 +98,16 @@ impl Application {
         // Authentication wraps the router (whose per-user limits run inside it, so a 401 costs
         // no rate token) and answers its own refusals; CORS and the response headers wrap it
         // in turn, so preflights pass and browsers can read a 401 or a 429.
+        // The access log wraps everything, so that every answer has its line and its trace.
         let auth = self.state.auth.clone();
-        self.edge.clone().wrap(
-            routes::router(self.state.clone()).layer(from_fn_with_state(auth, auth::authenticate)),
-        )
+        self.edge
+            .clone()
+            .wrap(
+                routes::router(self.state.clone())
+                    .layer(from_fn(trace::user))
+                    .layer(from_fn_with_state(auth, auth::authenticate)),
+            )
+            .layer(from_fn(trace::access))
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight

@@ -1,19 +1,20 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::io::Write;
 
 use tasksync_shared::{
     Settings,
-    config::JwtKey,
+    config::{JwtKey, help},
     shutdown::shutdown_signal_with_deadline,
     startup::{self, run_checked},
     telemetry,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The Task Sync HTTP api. Configured by environment variables (see .env.example).
+/// The Task Sync HTTP api. Configured by environment variables (listed below, and in
+/// .env.example).
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -43,9 +44,17 @@ fn main() -> ExitCode {
     startup::exit_code(run())
 }
 
+/// The command line, with `--help` ending in the environment variables it reads.
+fn cli() -> Cli {
+    let matches = Cli::command()
+        .after_help(help::environment_help())
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = cli();
     let settings = Settings::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

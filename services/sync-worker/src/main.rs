@@ -1,15 +1,17 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tasksync_shared::{
-    Settings, db,
+    Settings,
+    config::help,
+    db,
     shutdown::shutdown_signal_with_deadline,
     startup::{self, run_checked},
     telemetry,
 };
 
 /// Applies task operations from RabbitMQ to Postgres. Configured by environment variables
-/// (see .env.example).
+/// (listed below, and in .env.example).
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -32,9 +34,17 @@ fn main() -> ExitCode {
     startup::exit_code(run())
 }
 
+/// The command line, with `--help` ending in the environment variables it reads.
+fn cli() -> Cli {
+    let matches = Cli::command()
+        .after_help(help::environment_help())
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = cli();
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format)?;
     match cli.command.unwrap_or(Command::Run) {

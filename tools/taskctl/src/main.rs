@@ -1,12 +1,12 @@
 use std::{io, process::ExitCode};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use taskctl::{Cli, CtlError, Io};
-use tasksync_shared::Settings;
+use tasksync_shared::{Settings, config::help};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli();
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -26,4 +26,12 @@ async fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// The command line, with `--help` ending in the environment variables it reads.
+fn cli() -> Cli {
+    let matches = Cli::command()
+        .after_help(help::environment_help())
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }

@@ -5,7 +5,9 @@ use std::{collections::HashMap, time::Duration};
 
 use futures_util::{StreamExt, future::join_all, stream::FuturesUnordered};
 use lapin::{
-    BasicProperties, Channel, Confirmation, options::BasicPublishOptions, types::ShortString,
+    BasicProperties, Channel, Confirmation,
+    options::BasicPublishOptions,
+    types::{FieldTable, ShortString},
 };
 use tasksync_shared::{Operation, OutcomeReport, topology::routing_key};
 use tracing::{Span, field::Empty};
@@ -89,6 +91,15 @@ impl Broker {
                 .with_timestamp(timestamp);
             let properties = match reply_to {
                 Some(queue) => properties.with_reply_to(queue.clone()),
+                None => properties,
+            };
+            // The request's trace, so that the worker's log lines of the operation share it.
+            let properties = match crate::trace::current() {
+                Some(trace) => {
+                    let mut headers = FieldTable::default();
+                    trace.put_in(&mut headers);
+                    properties.with_headers(headers)
+                }
                 None => properties,
             };
             let confirm = channel

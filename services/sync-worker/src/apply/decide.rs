@@ -137,6 +137,7 @@ pub fn decide<'a>(
         }
         tracing::info!(
             op_id = %op.op_id, task_id = %op.task_id, user = %op.user_id,
+            trace_id = attempt.trace_id.map(tracing::field::display),
             outcome = verdict.status.as_str(), error = verdict.error.as_deref(), "decided"
         );
         plan.verdicts.push(verdict);

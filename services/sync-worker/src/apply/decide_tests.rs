@@ -289,10 +289,12 @@ fn a_replayed_error_is_decided_anew_and_its_failure_record_resolved() {
         Attempt {
             number: 1,
             replay: true,
+            trace_id: None,
         },
         Attempt {
             number: 3,
             replay: false,
+            trace_id: None,
         },
         Attempt::FIRST,
     ];

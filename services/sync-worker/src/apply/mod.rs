@@ -22,7 +22,9 @@ mod validate;
 use std::collections::HashMap;
 
 use deadpool_postgres::{Pool, Transaction};
-use tasksync_shared::{Operation, OutcomeReport, Task, db::RoundError};
+use tasksync_shared::{
+    Operation, OutcomeReport, Task, db::RoundError, telemetry::traceparent::TraceId,
+};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -78,12 +80,15 @@ pub struct Attempt {
     pub number: u32,
     /// Replayed from the parking queue: an `error` outcome already logged for it is replaced.
     pub replay: bool,
+    /// The trace of the request that published it (`traceparent`), for its log lines.
+    pub trace_id: Option<TraceId>,
 }
 
 impl Attempt {
     pub const FIRST: Self = Self {
         number: 1,
         replay: false,
+        trace_id: None,
     };
 }
 

@@ -5,15 +5,18 @@ use lapin::{BasicProperties, types::FieldTable};
 use tasksync_shared::{
     Operation,
     failure::{self, header},
+    telemetry::traceparent::TraceParent,
 };
 
 use crate::apply::Attempt;
 
-/// Which attempt a delivery is: failed attempts so far (our header) plus one.
+/// Which attempt a delivery is: failed attempts so far (our header) plus one; and its trace.
 pub fn attempt_of(properties: &BasicProperties) -> Attempt {
     Attempt {
         number: failure::header_u32(properties, header::ATTEMPTS).unwrap_or(0) + 1,
         replay: failure::header_u32(properties, header::REPLAY).is_some(),
+        trace_id: TraceParent::from_amqp_headers(properties.headers().as_ref())
+            .map(|trace| trace.trace_id),
     }
 }
 

@@ -23,7 +23,7 @@ pub(super) struct Item {
     pub attempt: Attempt,
     /// The key of its failure record (the op id for an operation).
     pub message_id: String,
-    /// The delivery's span: op id, task, user and attempt.
+    /// The delivery's span: op id, task, user, attempt and trace id.
     pub span: Span,
 }
 
@@ -98,7 +98,8 @@ fn read(ctx: &Ctx<'_>, delivery: Delivery) -> Read {
 }
 
 /// A root span, entered wherever the delivery is worked on (step and settle), so that one
-/// operation can be followed through the logs by its op id.
+/// operation can be followed through the logs by its op id, and by the trace id of the request
+/// that published it (`traceparent` header; retry and parked copies keep it).
 fn delivery_span(op: Option<&Operation>, attempt: Attempt, message_id: &str) -> Span {
     let span = tracing::info_span!(
         parent: None,
@@ -108,6 +109,7 @@ fn delivery_span(op: Option<&Operation>, attempt: Attempt, message_id: &str) -> 
         user = field::Empty,
         attempt = attempt.number,
         message_id = field::Empty,
+        trace_id = attempt.trace_id.map(field::display),
     );
     match op {
         Some(op) => {
