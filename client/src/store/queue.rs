@@ -105,6 +105,7 @@ impl QueuedOp {
             stamped_at: at,
             received_at: at,
             if_absent: false,
+            if_match: None,
         })
     }
 }
