@@ -80,6 +80,7 @@ impl ServiceProcess {
             .env("AMQP_PREFETCH", settings.prefetch.to_string())
             .env("HOST", "127.0.0.1")
             .env("PORT", settings.port.to_string())
+            .env("WORKER_HTTP_PORT", settings.worker_http_port.to_string())
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())

@@ -19,6 +19,7 @@
 //!   user a request acts for;
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
 //!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors;
+//! - [`metrics`]: the Prometheus metrics and `GET /metrics` (outside `/api`);
 //! - [`openapi`]: the OpenAPI document generated from the handlers and types, and its page.
 
 pub mod auth;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod extract;
 pub mod json;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;
@@ -96,10 +98,18 @@ impl Application {
         // Authentication wraps the router (whose per-user limits run inside it, so a 401 costs
         // no rate token) and answers its own refusals; CORS and the response headers wrap it
         // in turn, so preflights pass and browsers can read a 401 or a 429.
+        //
+        // `/metrics` sits outside all of that (public, never throttled, like a probe), and the
+        // request metrics wrap everything, so refusals are counted too.
         let auth = self.state.auth.clone();
-        self.edge.clone().wrap(
+        let served = self.edge.clone().wrap(
             routes::router(self.state.clone()).layer(from_fn_with_state(auth, auth::authenticate)),
-        )
+        );
+        let scrape = axum::routing::get(metrics::render).with_state(self.state.clone());
+        served.route("/metrics", scrape).layer(from_fn_with_state(
+            self.state.broker.metrics().clone(),
+            metrics::track,
+        ))
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight
