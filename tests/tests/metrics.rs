@@ -2,6 +2,8 @@
 //! with traffic on both services, `/metrics` is public, and the worker's readiness follows its
 //! database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::json;
