@@ -4,7 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use sync_worker::faults::FaultInjector;
+use tasksync_shared::Operation;
 
 use serde_json::json;
 use tasksync_tests::{TestStack, proxy::FaultyProxy, tokens};
@@ -212,6 +222,10 @@ async fn a_create_moves_the_request_series_of_the_api_and_the_operation_series_o
     assert!(worker.value("tasksync_worker_queue_lag_seconds_count", &[]) >= 1.0);
     assert_eq!(worker.value("tasksync_worker_consuming", &[]), 1.0);
     assert!(worker.has("tasksync_worker_batches_in_flight"));
+    assert_eq!(
+        worker.value("tasksync_worker_deliveries_in_flight", &[]),
+        0.0
+    );
     assert!(worker.has("tasksync_worker_oldest_in_flight_seconds"));
     // Each service shows its own numbers only, though both run in this process.
     assert!(!worker.has(requests));
@@ -305,6 +319,62 @@ async fn the_healthcheck_subcommand_asks_the_workers_own_listener() {
     let free_port = free.local_addr().unwrap().port();
     drop(free);
     assert!(sync_worker::http::check(free_port, "/ready").await.is_err());
+}
+
+/// Holds the thread of the first operation titled "freeze" for [`FREEZE`], once: the worker's
+/// loop stands still inside a batch, as a deadlock or a runaway statement would leave it.
+#[derive(Debug, Default)]
+struct FreezeOnce {
+    frozen: AtomicBool,
+}
+
+const FREEZE: Duration = Duration::from_secs(3);
+
+impl FaultInjector for FreezeOnce {
+    fn before_apply(&self, op: &Operation, _attempt: u32) -> Result<(), String> {
+        if op.fields.title.as_deref() == Some("freeze") && !self.frozen.swap(true, Ordering::SeqCst)
+        {
+            std::thread::sleep(FREEZE);
+        }
+        Ok(())
+    }
+}
+
+// Several threads: the frozen one must not take the worker's listener with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_workers_health_fails_while_its_loop_is_frozen_and_recovers_after() {
+    let mut stack = TestStack::start().await;
+    stack.stop_worker().await;
+    let worker =
+        sync_worker::Worker::build(stack.settings.clone(), Arc::new(FreezeOnce::default()))
+            .await
+            .unwrap()
+            .with_liveness_limit(Duration::from_millis(500));
+    let health = format!("http://127.0.0.1:{}/health", worker.port());
+    let running = tokio::spawn(worker.run_until_stopped(std::future::pending()));
+    stack
+        .eventually("the new worker consumes", || async {
+            stack.queue_consumers(&stack.topology().work_queue()).await > 0
+        })
+        .await;
+    assert_eq!(status_of(&stack, &health).await, 200);
+
+    let accepted = stack
+        .client()
+        .create_task_async(json!({"title": "freeze"}))
+        .await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    stack
+        .eventually("the frozen loop fails its health", || async {
+            status_of(&stack, &health).await == 503
+        })
+        .await;
+    stack
+        .eventually("the loop, moving again, passes it", || async {
+            status_of(&stack, &health).await == 200
+        })
+        .await;
+    running.abort();
 }
 
 /// Restarts the worker of `stack` so that it reaches Postgres through a fault-injecting proxy.

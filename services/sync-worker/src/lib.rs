@@ -63,6 +63,7 @@ pub struct Worker {
     port: u16,
     metrics: WorkerMetrics,
     pool: deadpool_postgres::Pool,
+    liveness_limit: std::time::Duration,
 }
 
 impl Worker {
@@ -77,13 +78,21 @@ impl Worker {
         let port = listener.local_addr()?.port();
         let pool = db::pool_for(&settings)?;
         Ok(Self {
-            settings,
             injector,
             listener,
             port,
             metrics: WorkerMetrics::new(),
             pool,
+            liveness_limit: http::liveness_limit(&settings),
+            settings,
         })
+    }
+
+    /// Replaces the derived [`http::liveness_limit`] (tests freeze the loop for a second or
+    /// two, not for the production limit).
+    pub fn with_liveness_limit(mut self, limit: std::time::Duration) -> Self {
+        self.liveness_limit = limit;
+        self
     }
 
     /// The bound port of `/health`, `/ready` and `/metrics`.
@@ -103,13 +112,10 @@ impl Worker {
             port,
             metrics,
             pool,
+            liveness_limit,
         } = self;
         let (stop_tx, stop) = watch::channel(false);
-        let router = http::router(
-            metrics.clone(),
-            pool.clone(),
-            http::liveness_limit(&settings),
-        );
+        let router = http::router(metrics.clone(), pool.clone(), liveness_limit);
         let mut http_stop = stop.clone();
         let listening = tokio::spawn(http::serve(listener, router, async move {
             stopped(&mut http_stop).await;

@@ -9,7 +9,9 @@
 //! `apply_seconds` (histogram, one batch step), `operations_total{outcome}`,
 //! `retries_total{attempt}`, `parked_total{reason}`, `database_pauses_total`,
 //! `queue_lag_seconds` (histogram: now − the message's timestamp, whole seconds as the api
-//! sets it), `batches_in_flight`, `oldest_in_flight_seconds`, `consuming`.
+//! sets it), `batches_in_flight`, `deliveries_in_flight` (received, not yet acked or handed
+//! back), `oldest_in_flight_seconds` (age of the oldest batch in flight, from when this worker
+//! gathered it), `consuming`.
 
 use std::{
     collections::BTreeMap,
@@ -69,8 +71,8 @@ struct Probe {
     consuming: AtomicBool,
     /// Milliseconds since `started` of the consume loop's last step forward.
     progress_ms: AtomicU64,
-    /// Batches in flight by sequence number, with when each was gathered.
-    in_flight: Mutex<BTreeMap<u64, Instant>>,
+    /// Batches in flight by sequence number, with when each was gathered and its deliveries.
+    in_flight: Mutex<BTreeMap<u64, (Instant, usize)>>,
     next_batch: AtomicU64,
 }
 
@@ -161,7 +163,7 @@ impl WorkerMetrics {
         });
         let ticket = self.probe.next_batch.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut in_flight) = self.probe.in_flight.lock() {
-            in_flight.insert(ticket, Instant::now());
+            in_flight.insert(ticket, (Instant::now(), batch.len()));
         }
         self.progressed();
         InFlightBatch {
@@ -209,13 +211,19 @@ impl WorkerMetrics {
 
     /// The Prometheus text, with the gauges read now.
     pub fn render(&self) -> String {
-        let (in_flight, oldest) = match self.probe.in_flight.lock() {
-            Ok(m) => (m.len(), m.values().next().map(Instant::elapsed)),
-            Err(_) => (0, None),
+        let (in_flight, deliveries, oldest) = match self.probe.in_flight.lock() {
+            Ok(m) => (
+                m.len(),
+                m.values().map(|(_, n)| n).sum::<usize>(),
+                m.values().next().map(|(at, _)| at.elapsed()),
+            ),
+            Err(_) => (0, 0, None),
         };
         self.with(|| {
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!("tasksync_worker_batches_in_flight").set(in_flight as f64);
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("tasksync_worker_deliveries_in_flight").set(deliveries as f64);
             metrics::gauge!("tasksync_worker_oldest_in_flight_seconds")
                 .set(oldest.map_or(0.0, |d| d.as_secs_f64()));
             metrics::gauge!("tasksync_worker_consuming").set(if self.is_consuming() {
