@@ -1,6 +1,6 @@
 //! The services' Prometheus metrics and the worker's probes: the text parses, the counters move
-//! with traffic on both services, `/metrics` is public, and the worker's readiness follows its
-//! database.
+//! with traffic on both services, `/metrics` is public, the worker's readiness follows its
+//! database and its liveness its loop, and `/api/status` shows the operations in flight.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -328,7 +328,7 @@ struct FreezeOnce {
     frozen: AtomicBool,
 }
 
-const FREEZE: Duration = Duration::from_secs(3);
+const FREEZE: Duration = Duration::from_secs(5);
 
 impl FaultInjector for FreezeOnce {
     fn before_apply(&self, op: &Operation, _attempt: u32) -> Result<(), String> {
@@ -369,9 +369,26 @@ async fn the_workers_health_fails_while_its_loop_is_frozen_and_recovers_after() 
             status_of(&stack, &health).await == 503
         })
         .await;
+    // `/api/status` shows the operation held, and for how long, from the worker's heartbeat.
+    stack
+        .eventually("the status shows the operation in flight", || async {
+            let status = stack.get("/status").await.body;
+            status["in_flight_count"].as_i64() == Some(1)
+                && status["oldest_in_flight_age_ms"]
+                    .as_i64()
+                    .is_some_and(|ms| ms > 0)
+        })
+        .await;
     stack
         .eventually("the loop, moving again, passes it", || async {
             status_of(&stack, &health).await == 200
+        })
+        .await;
+    stack
+        .eventually("the status shows nothing in flight", || async {
+            let status = stack.get("/status").await.body;
+            status["in_flight_count"].as_i64() == Some(0)
+                && status["oldest_in_flight_age_ms"].is_null()
         })
         .await;
     running.abort();

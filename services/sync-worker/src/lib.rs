@@ -125,6 +125,12 @@ impl Worker {
             if !prepare_database(&settings, stop.clone()).await {
                 return Ok(());
             }
+            tokio::spawn(storage::heartbeat::beat(
+                pool.clone(),
+                metrics.clone(),
+                settings.db_timeout,
+                stop.clone(),
+            ));
             consumer::consume(&settings, &pool, injector, &metrics, stop.clone()).await;
             Ok::<_, anyhow::Error>(())
         };

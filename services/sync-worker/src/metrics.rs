@@ -209,16 +209,21 @@ impl WorkerMetrics {
         self.progressed();
     }
 
-    /// The Prometheus text, with the gauges read now.
-    pub fn render(&self) -> String {
-        let (in_flight, deliveries, oldest) = match self.probe.in_flight.lock() {
+    /// Deliveries in flight, and the age of the oldest batch in flight.
+    pub fn in_flight(&self) -> (usize, Option<Duration>) {
+        match self.probe.in_flight.lock() {
             Ok(m) => (
-                m.len(),
-                m.values().map(|(_, n)| n).sum::<usize>(),
+                m.values().map(|(_, n)| n).sum(),
                 m.values().next().map(|(at, _)| at.elapsed()),
             ),
-            Err(_) => (0, 0, None),
-        };
+            Err(_) => (0, None),
+        }
+    }
+
+    /// The Prometheus text, with the gauges read now.
+    pub fn render(&self) -> String {
+        let in_flight = self.batches_in_flight();
+        let (deliveries, oldest) = self.in_flight();
         self.with(|| {
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!("tasksync_worker_batches_in_flight").set(in_flight as f64);
