@@ -189,8 +189,11 @@ impl BareProcess {
     }
 
     fn start(binary: &str, vars: &[(&str, &str)], dir: PathBuf, out: Stdio, err: Stdio) -> Self {
+        // The worker's own listener on a free port unless `vars` says otherwise: its default
+        // (3001) would clash between tests running at once.
         let child = Command::new(binaries().join(binary))
             .env_clear()
+            .env("WORKER_HTTP_PORT", "0")
             .envs(vars.iter().copied())
             .current_dir(&dir)
             .stdin(Stdio::null())
