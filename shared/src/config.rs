@@ -80,6 +80,9 @@ pub struct Settings {
     /// `HTTP_MAX_CONNECTIONS`: most connections the api serves at once; more wait in the
     /// listen backlog until one closes.
     pub http_max_connections: usize,
+    /// `WORKER_HTTP_PORT`: the worker's port for `/health`, `/ready` and `/metrics` (0 picks a
+    /// free one, as tests do).
+    pub worker_http_port: u16,
 }
 
 impl Default for Settings {
@@ -109,6 +112,7 @@ impl Default for Settings {
             http_header_timeout: Duration::from_millis(10_000),
             http_request_timeout: Duration::from_millis(30_000),
             http_max_connections: 10_000,
+            worker_http_port: 3001,
         }
     }
 }
@@ -240,6 +244,7 @@ impl Settings {
                 .unwrap_or(d.http_request_timeout),
             http_max_connections: positive(&get, "HTTP_MAX_CONNECTIONS")?
                 .unwrap_or(d.http_max_connections),
+            worker_http_port: parse(&get, "WORKER_HTTP_PORT")?.unwrap_or(d.worker_http_port),
         };
         let in_flight = at_most(
             "WORKER_BATCHES_IN_FLIGHT",
@@ -574,6 +579,19 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/tasksync"
         );
         assert_eq!(s.retry_delays, [1, 5, 25].map(Duration::from_secs).to_vec());
+    }
+
+    #[test]
+    fn the_worker_http_port_defaults_to_3001_and_is_read_from_its_variable() {
+        assert_eq!(from(&[]).unwrap().worker_http_port, 3001);
+        assert_eq!(
+            from(&[("WORKER_HTTP_PORT", "9101")])
+                .unwrap()
+                .worker_http_port,
+            9101
+        );
+        let error = from(&[("WORKER_HTTP_PORT", "http")]).unwrap_err();
+        assert!(error.to_string().contains("WORKER_HTTP_PORT"), "{error}");
     }
 
     #[test]

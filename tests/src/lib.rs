@@ -84,6 +84,9 @@ pub struct TestStack {
     pub db: Pool,
     /// When set, the worker reaches Postgres through this URL instead (e.g. through a proxy).
     pub worker_database_url: Option<String>,
+    /// The running worker's own listener (`/health`, `/ready`, `/metrics`), e.g.
+    /// `http://127.0.0.1:PORT`; empty while no worker runs.
+    pub worker_base: String,
     api: Option<Running>,
     worker: Option<Running>,
     faults: Arc<dyn FaultInjector>,
@@ -113,6 +116,7 @@ impl TestStack {
             amqp_url: services.amqp_url.as_str().into(),
             host: "127.0.0.1".into(),
             port: 0,
+            worker_http_port: 0,
             amqp_prefix: names.amqp_prefix,
             queue_type: QueueType::Quorum,
             write_wait: Duration::from_secs(5),
@@ -130,6 +134,7 @@ impl TestStack {
             http: reqwest::Client::new(),
             db: pool,
             worker_database_url: None,
+            worker_base: String::new(),
             api: None,
             worker: None,
             faults,
@@ -160,13 +165,13 @@ impl TestStack {
         if let Some(url) = &self.worker_database_url {
             settings.database_url = url.as_str().into();
         }
-        let task = tokio::spawn(sync_worker::run_with_faults(
-            settings,
-            async {
-                let _ = stopped.await;
-            },
-            self.faults.clone(),
-        ));
+        let worker = sync_worker::Worker::build(settings, self.faults.clone())
+            .await
+            .expect("build the worker");
+        self.worker_base = format!("http://127.0.0.1:{}", worker.port());
+        let task = tokio::spawn(worker.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
         self.worker = Some(Running { stop, task });
         self.eventually("the worker consumes", || async {
             self.queue_consumers(&self.topology().work_queue()).await > 0

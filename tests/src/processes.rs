@@ -85,6 +85,7 @@ impl ServiceProcess {
             .env("AMQP_PREFETCH", settings.prefetch.to_string())
             .env("HOST", "127.0.0.1")
             .env("PORT", settings.port.to_string())
+            .env("WORKER_HTTP_PORT", settings.worker_http_port.to_string())
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "0")
             .envs(vars.iter().copied())
@@ -194,8 +195,11 @@ impl BareProcess {
     }
 
     fn start(binary: &str, vars: &[(&str, &str)], dir: PathBuf, out: Stdio, err: Stdio) -> Self {
+        // The worker's own listener on a free port unless `vars` says otherwise: its default
+        // (3001) would clash between tests running at once.
         let child = Command::new(binaries().join(binary))
             .env_clear()
+            .env("WORKER_HTTP_PORT", "0")
             .envs(vars.iter().copied())
             .current_dir(&dir)
             .stdin(Stdio::null())

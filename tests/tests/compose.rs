@@ -269,7 +269,14 @@ fn the_compose_file_follows_the_official_compose_schema() {
 #[test]
 fn every_service_has_a_complete_healthcheck() {
     let compose = compose();
-    for name in ["postgres", "rabbitmq", "api", "sync-worker"] {
+    for name in [
+        "postgres",
+        "rabbitmq",
+        "api",
+        "sync-worker",
+        "prometheus",
+        "grafana",
+    ] {
         let check = &service(&compose, name)["healthcheck"];
         assert!(check.is_object(), "`{name}` has no healthcheck");
         assert_ne!(
@@ -540,4 +547,122 @@ fn docker_waits_longer_than_the_services_take_to_stop() {
             "`{name}`: stop_grace_period {grace} is not longer than SHUTDOWN_TIMEOUT_MS {deadline}"
         );
     }
+}
+
+/// A YAML file of the repository as JSON.
+fn yaml(relative: &str) -> Value {
+    serde_norway::from_str(&read(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// The value `service` sets for `variable`, if any.
+fn env_value(service: &Value, variable: &str) -> Option<String> {
+    environment(service)
+        .into_iter()
+        .find(|(k, _)| k == variable)
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn the_observability_profile_adds_pinned_prometheus_and_grafana_only() {
+    let compose = compose();
+    for name in ["prometheus", "grafana"] {
+        let service = service(&compose, name);
+        assert_eq!(
+            service["profiles"],
+            json!(["observability"]),
+            "`{name}` must run only with the observability profile"
+        );
+        let image = service["image"].as_str().expect("an image");
+        let (_, tag) = image.split_once(':').expect("a tagged image");
+        assert!(
+            tag != "latest" && tag.chars().any(|c| c.is_ascii_digit()),
+            "`{name}`'s image is not pinned: {image}"
+        );
+        // Every file it mounts from the repository is there.
+        for volume in service["volumes"].as_array().expect("volumes") {
+            let source = volume
+                .as_str()
+                .unwrap_or_default()
+                .split(':')
+                .next()
+                .unwrap_or_default();
+            if let Some(relative) = source.strip_prefix("./") {
+                assert!(
+                    Path::new(WORKSPACE).join(relative).exists(),
+                    "`{name}` mounts {source}, which is not in the repository"
+                );
+            }
+        }
+    }
+    // The default stack is unchanged: the apps carry no profile.
+    for name in APPS {
+        assert!(service(&compose, name)["profiles"].is_null(), "{name}");
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_api_and_the_workers_own_port() {
+    let compose = compose();
+    let api_port = env_value(service(&compose, "api"), "PORT").expect("the api's PORT");
+    let worker_port = env_value(service(&compose, "sync-worker"), "WORKER_HTTP_PORT")
+        .expect("the worker's WORKER_HTTP_PORT");
+    let config = yaml("deploy/prometheus.yml");
+    let mut scraped = BTreeSet::new();
+    for job in config["scrape_configs"].as_array().expect("scrape_configs") {
+        assert_eq!(job["metrics_path"], "/metrics", "{job}");
+        for group in job["static_configs"].as_array().expect("static_configs") {
+            for target in group["targets"].as_array().expect("targets") {
+                scraped.insert(target.as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    let expected: BTreeSet<String> = [
+        format!("api:{api_port}"),
+        format!("sync-worker:{worker_port}"),
+    ]
+    .into();
+    assert_eq!(scraped, expected);
+}
+
+#[test]
+fn the_dashboard_queries_only_metrics_the_services_expose() {
+    let dashboard: Value = serde_json::from_str(&read("deploy/grafana/dashboards/tasksync.json"))
+        .expect("the dashboard is not JSON");
+    let sources =
+        read("services/api/src/metrics.rs") + &read("services/sync-worker/src/metrics.rs");
+    let datasources = yaml("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let uid = datasources["datasources"][0]["uid"]
+        .as_str()
+        .expect("a data source uid");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "{}", panels.len());
+    let mut names = BTreeSet::new();
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], uid, "{}", panel["title"]);
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("tasksync_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    for name in &names {
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            sources.contains(&format!("\"{base}\"")),
+            "the dashboard queries {name}, which no service exposes"
+        );
+    }
+    // Both services' metrics are on it.
+    assert!(names.iter().any(|n| n.starts_with("tasksync_api_")));
+    assert!(names.iter().any(|n| n.starts_with("tasksync_worker_")));
 }

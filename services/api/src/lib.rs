@@ -19,6 +19,7 @@
 //!   user a request acts for;
 //! - [`error`] and [`extract`]: one error type rendered as the SPEC body, and extractors whose
 //!   rejections use it; [`json`]: strict JSON reading (repeated keys) and client-worded errors;
+//! - [`metrics`]: the Prometheus metrics and `GET /metrics` (outside `/api`);
 //! - [`openapi`]: the OpenAPI document generated from the handlers and types, and its page;
 //! - [`trace`]: the request's trace (`traceparent`), request id and access log line.
 
@@ -31,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod json;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;
@@ -99,14 +101,22 @@ impl Application {
         // no rate token) and answers its own refusals; CORS and the response headers wrap it
         // in turn, so preflights pass and browsers can read a 401 or a 429.
         // The access log wraps everything, so that every answer has its line and its trace.
+        //
+        // `/metrics` sits outside all of that (public, never throttled, like a probe), and the
+        // request metrics wrap everything, so refusals are counted too.
         let auth = self.state.auth.clone();
-        self.edge
-            .clone()
-            .wrap(
-                routes::router(self.state.clone())
-                    .layer(from_fn(trace::user))
-                    .layer(from_fn_with_state(auth, auth::authenticate)),
-            )
+        let served = self.edge.clone().wrap(
+            routes::router(self.state.clone())
+                .layer(from_fn(trace::user))
+                .layer(from_fn_with_state(auth, auth::authenticate)),
+        );
+        let scrape = axum::routing::get(metrics::render).with_state(self.state.clone());
+        served
+            .route("/metrics", scrape)
+            .layer(from_fn_with_state(
+                self.state.broker.metrics().clone(),
+                metrics::track,
+            ))
             .layer(from_fn(trace::access))
     }
 

@@ -120,6 +120,11 @@ pub struct SyncSummary {
     pub errored_tasks: i64,
     /// The caller's operations parked for good.
     pub parked_operations: i64,
+    /// Deliveries the workers hold unacknowledged, over every worker whose heartbeat is fresh
+    /// (`worker_heartbeats`, migration V7).
+    pub in_flight: i64,
+    /// When the oldest of them was received by its worker; `None` when none is in flight.
+    pub oldest_in_flight_at: Option<DateTime<Utc>>,
 }
 
 /// Index-backed (migrations V3 and V5): the latest sync is one step down `tasks_by_last_sync`,
@@ -135,7 +140,11 @@ pub async fn sync_summary(pool: &Pool, user: &str) -> Result<SyncSummary, ApiErr
                 (SELECT count(*) FROM tasks WHERE user_id = $1 AND sync_status = '{errored}') \
                   AS errored, \
                 (SELECT count(*) FROM operation_failures \
-                  WHERE user_id = $1 AND state = '{parked}') AS parked",
+                  WHERE user_id = $1 AND state = '{parked}') AS parked, \
+                (SELECT coalesce(sum(deliveries_in_flight), 0)::bigint FROM worker_heartbeats \
+                  WHERE beat_at > now() - interval '10 seconds') AS in_flight, \
+                (SELECT min(oldest_in_flight_at) FROM worker_heartbeats \
+                  WHERE beat_at > now() - interval '10 seconds') AS oldest_in_flight_at",
         errored = SyncStatus::Error.as_str(),
         parked = RecordState::Parked.as_str(),
     );
@@ -145,6 +154,8 @@ pub async fn sync_summary(pool: &Pool, user: &str) -> Result<SyncSummary, ApiErr
         last_sync: row.try_get("last_sync")?,
         errored_tasks: row.try_get("errored")?,
         parked_operations: row.try_get("parked")?,
+        in_flight: row.try_get("in_flight")?,
+        oldest_in_flight_at: row.try_get("oldest_in_flight_at")?,
     })
 }
 

@@ -25,9 +25,14 @@ enum Command {
     Run,
     /// Create the database if needed, apply pending migrations, and exit.
     Migrate,
-    /// Exit 0 when the schema exists and the work queue has a consumer (for container health
-    /// checks).
-    Healthcheck,
+    /// Exit 0 when the worker of this host answers 200 on its `/ready` (consuming, database
+    /// reachable), or with `--live` on its `/health` (its loop alive); for container health
+    /// checks. Asks 127.0.0.1:WORKER_HTTP_PORT.
+    Healthcheck {
+        /// Ask `/health` (liveness) instead of `/ready`.
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,9 @@ async fn run() -> anyhow::Result<()> {
             run_checked(&settings, "tasksync-sync-worker-login-check", work).await
         }
         Command::Migrate => Ok(db::migrate(&settings.database_url).await?),
-        Command::Healthcheck => sync_worker::healthcheck(&settings).await,
+        Command::Healthcheck { live } => {
+            let probe = if live { "/health" } else { "/ready" };
+            sync_worker::http::check(settings.worker_http_port, probe).await
+        }
     }
 }

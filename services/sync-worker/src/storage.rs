@@ -5,6 +5,7 @@
 //!
 //! The functions of both work inside the apply step's transaction; each of their statements is
 //! sent once per batch (not at all when it has nothing to do), whatever the size of the batch.
+//! - [`heartbeat`]: the worker's row of work in flight, written every second for `/api/status`;
 //! - [`failures`]: failure records, written outside the apply transaction, each write one round
 //!   bounded by `DB_TIMEOUT_MS`.
 //!
@@ -13,6 +14,7 @@
 //! the server runs them one after another, in the order sent).
 
 pub mod failures;
+pub mod heartbeat;
 mod log;
 mod tasks;
 

@@ -66,6 +66,9 @@ struct Inner {
     link: RwLock<Option<Link>>,
     waiters: waiters::Waiters,
     depths: depths::DepthSampler,
+    /// The api's metrics (publish confirms, waits, writes answered), reached by the handlers
+    /// through the broker they already hold.
+    metrics: crate::metrics::ApiMetrics,
 }
 
 /// Cheap to clone; all clones share one connection.
@@ -96,8 +99,13 @@ impl Broker {
                 link: RwLock::new(None),
                 waiters: waiters::Waiters::default(),
                 depths: depths::DepthSampler::default(),
+                metrics: crate::metrics::ApiMetrics::new(),
             }),
         }
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::ApiMetrics {
+        &self.inner.metrics
     }
 
     pub fn topology(&self) -> &Topology {

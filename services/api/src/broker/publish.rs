@@ -59,10 +59,20 @@ impl Broker {
         let (link, channel) = self.publish_channel().ok_or(PublishError::NotConnected)?;
         let reply_to = reply.then_some(&link.reply_queue);
         let confirmed = self.confirmed(reply_to, &channel, ops);
+        let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.inner.publish_timeout, confirmed)
             .await
             .map_err(|_| PublishError::Timeout)
             .and_then(|confirmed| confirmed);
+        let label = match &result {
+            Ok(()) => "confirmed",
+            Err(PublishError::Timeout) => "timeout",
+            Err(PublishError::Refused) => "refused",
+            Err(_) => "error",
+        };
+        self.inner
+            .metrics
+            .publish_confirmed(label, started.elapsed());
         match &result {
             Ok(()) => tracing::debug!("confirmed by the broker"),
             Err(error) => tracing::debug!(%error, "not confirmed by the broker"),
@@ -163,6 +173,7 @@ impl Broker {
     ) -> Result<HashMap<Uuid, OutcomeReport>, PublishError> {
         let Some(wait) = wait else {
             self.publish(ops, false).await?;
+            self.inner.metrics.writes_answered(0, ops.len());
             return Ok(HashMap::new());
         };
         // Register before publishing: a reply may come back before the confirms do.
@@ -171,6 +182,7 @@ impl Broker {
         self.publish(ops, true).await?;
         let mut outcomes = HashMap::with_capacity(ops.len());
         let mut replies: FuturesUnordered<_> = receivers.into_iter().collect();
+        let waiting = self.inner.metrics.wait_started();
         let _ = tokio::time::timeout(wait, async {
             while let Some(reply) = replies.next().await {
                 if let Ok(report) = reply {
@@ -179,6 +191,11 @@ impl Broker {
             }
         })
         .await;
+        drop(waiting);
+        let applied = outcomes.len();
+        self.inner
+            .metrics
+            .writes_answered(applied, ops.len().saturating_sub(applied));
         Ok(outcomes)
     }
 }

@@ -64,6 +64,11 @@ pub struct StatusReport {
     /// Operations parked for good (the caller's with authentication on).
     dead_letter_count: Option<i64>,
     worker_count: Option<u32>,
+    /// Operations the workers hold received and not yet decided (every worker with a fresh
+    /// heartbeat); `null` when the database did not answer.
+    in_flight_count: Option<i64>,
+    /// How long the oldest of them has been held, in milliseconds; `null` when none is.
+    oldest_in_flight_age_ms: Option<i64>,
     error_task_count: Option<i64>,
     last_sync_timestamp: Option<DateTime<Utc>>,
     is_online: bool,

@@ -77,6 +77,7 @@ use crate::{
         document,
         page::docs_page,
         page::docs_asset,
+        crate::metrics::render,
     ),
     components(
         schemas(ErrorBody, Task, SyncStatus, ItemStatus, OpKind),

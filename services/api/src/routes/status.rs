@@ -15,6 +15,12 @@
 //! development mode the service has one user, and `dead_letter_count` is the parking queue's
 //! depth (unreadable messages included).
 //!
+//! `in_flight_count` is what the workers hold received and not yet acknowledged (being applied,
+//! settled, or held for the database), and `oldest_in_flight_age_ms` how long the oldest of them
+//! has been held (`null` when none): from the workers' heartbeat rows, written every second by
+//! each worker and read when fresh (10 s). A frozen worker keeps beating from its own task, so
+//! its age keeps growing: that is the signal. Service-wide, like the queue figures.
+//!
 //! Cheap whatever the caller does: queue depths come from the broker module's sampler (one
 //! channel, one sample a second shared by every caller), the sync figures from two index
 //! lookups (`storage::sync_summary`).
@@ -80,6 +86,11 @@ pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUse
         "retry_queue_size": retry_queue_size,
         "dead_letter_count": dead_letter_count,
         "worker_count": workers,
+        "in_flight_count": summary.as_ref().map(|s| s.in_flight),
+        "oldest_in_flight_age_ms": summary
+            .as_ref()
+            .and_then(|s| s.oldest_in_flight_at)
+            .map(|at| (Utc::now() - at).num_milliseconds().max(0)),
         "error_task_count": summary.as_ref().map(|s| s.errored_tasks),
         "last_sync_timestamp": summary.as_ref().and_then(|s| s.last_sync),
         "is_online": broker_online && database_online,

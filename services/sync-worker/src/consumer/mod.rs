@@ -34,6 +34,7 @@ mod acks;
 mod copies;
 mod facts;
 mod fate;
+mod observe;
 mod settle;
 mod step;
 
@@ -42,7 +43,11 @@ use fate::Fate;
 use settle::settle;
 use step::{Verdict, step};
 
-use crate::{apply::LockTurn, faults::FaultInjector};
+use crate::{
+    apply::LockTurn,
+    faults::FaultInjector,
+    metrics::{InFlightBatch, WorkerMetrics},
+};
 
 /// Longest wait for an ack, a reject or a publish confirm before the session is given up.
 const AMQP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +58,7 @@ struct Ctx<'a> {
     topology: &'a Topology,
     pool: &'a Pool,
     faults: &'a dyn FaultInjector,
+    metrics: &'a WorkerMetrics,
     /// Channel in confirm mode for retry and parked copies, and replies.
     publisher: Channel,
 }
@@ -64,6 +70,7 @@ pub async fn consume(
     settings: &Settings,
     pool: &Pool,
     faults: Arc<dyn FaultInjector>,
+    metrics: &WorkerMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let topology = Topology::from_settings(settings);
@@ -76,7 +83,13 @@ pub async fn consume(
         let result = match opened {
             Ok(open) => {
                 backoff.reset();
-                session(settings, &topology, pool, &*faults, open, &mut stop).await
+                metrics.set_consuming(true);
+                let ended = session(
+                    settings, &topology, pool, &*faults, metrics, open, &mut stop,
+                )
+                .await;
+                metrics.set_consuming(false);
+                ended
             }
             Err(error) => Err(error),
         };
@@ -137,6 +150,7 @@ async fn session(
     topology: &Topology,
     pool: &Pool,
     faults: &dyn FaultInjector,
+    metrics: &WorkerMetrics,
     open: Open,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -151,6 +165,7 @@ async fn session(
         topology,
         pool,
         faults,
+        metrics,
         publisher,
     };
     consume_batches(&ctx, &mut consumer, stop).await?;
@@ -207,10 +222,11 @@ async fn consume_batches(
             }
             first = consumer.next(), if room => {
                 let batch = gather(ctx, consumer, first)?;
+                let ticket = ctx.metrics.batch_gathered(&batch);
                 let (settled, turn) = oneshot::channel();
                 let after = previous.replace(turn);
                 let lock_turn = LockTurn::next(&mut locked);
-                let turns = Turns { lock: lock_turn, after, settled };
+                let turns = Turns { lock: lock_turn, after, settled, ticket };
                 in_flight.push(in_turn(ctx, batch, turns, &holding, stop.clone()));
             }
         }
@@ -249,6 +265,8 @@ struct Turns {
     /// Given when this batch has settled (also when dropped: a batch that fails never holds up
     /// the next one).
     settled: oneshot::Sender<()>,
+    /// Its place among the batches in flight ([`WorkerMetrics::batch_gathered`]).
+    ticket: InFlightBatch,
 }
 
 /// One batch through the pipeline: its step runs at once (taking its locks in turn), its
@@ -268,13 +286,17 @@ async fn in_turn(
         lock,
         mut after,
         settled,
+        ticket,
     } = turns;
     if holding.load(Ordering::Relaxed) > 0
         && let Some(after) = after.take()
     {
         let _ = after.await;
     }
+    let started = std::time::Instant::now();
     let verdicts = step(ctx, batch, lock).await;
+    ctx.metrics.stepped(started.elapsed());
+    observe::observe(ctx, &verdicts);
     let held = verdicts.iter().any(|v| v.fate == Fate::HoldForDatabase);
     if held {
         holding.fetch_add(1, Ordering::Relaxed);
@@ -287,6 +309,7 @@ async fn in_turn(
         holding.fetch_sub(1, Ordering::Relaxed);
     }
     let _ = settled.send(());
+    drop(ticket);
     stopped
 }
 
@@ -305,6 +328,7 @@ async fn process(
         // Not the deliveries' fault: spend nothing, wait for the database.
         let delay = backoff.next_delay();
         tracing::warn!(held = held.len(), ?delay, "database unavailable; pausing");
+        ctx.metrics.database_paused();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stopped(stop) => {
@@ -314,7 +338,11 @@ async fn process(
             }
         }
         let deliveries = held.into_iter().map(|v| v.item.delivery).collect();
-        held = settle(ctx, step(ctx, deliveries, LockTurn::default()).await).await?;
+        let started = std::time::Instant::now();
+        let verdicts = step(ctx, deliveries, LockTurn::default()).await;
+        ctx.metrics.stepped(started.elapsed());
+        observe::observe(ctx, &verdicts);
+        held = settle(ctx, verdicts).await?;
     }
     Ok(false)
 }
