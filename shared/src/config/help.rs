@@ -45,7 +45,12 @@ pub const VARIABLES: &[Variable] = &[
         "RabbitMQ connection string (virtual host %2f = /)",
     ),
     var("HOST", "0.0.0.0", "address the api binds to"),
-    var("PORT", "3000", "the api's HTTP port"),
+    var("PORT", "3000", "the api's HTTP port (its /metrics too)"),
+    var(
+        "WORKER_HTTP_PORT",
+        "3001",
+        "the sync-worker's own HTTP port: /health, /ready, /metrics; 0 picks a free one",
+    ),
     unset(
         "JWT_SECRET",
         "HS256 secret, at least 32 bytes; turns authentication on (unset: development mode)",
