@@ -273,6 +273,21 @@ pub enum Rejection {
     PreconditionFailed,
 }
 
+impl Rejection {
+    /// The machine code of this refusal: the `code` the REST routes answer for it, which a
+    /// push's item error carries too ([`crate::sync::item_code`]).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid_request",
+            Self::NotFound => "not_found",
+            Self::Failed => "operation_failed",
+            Self::Exists => "exists",
+            Self::OpIdReused => "conflict",
+            Self::PreconditionFailed => "precondition_failed",
+        }
+    }
+}
+
 /// The error of an operation whose `If-Match` did not hold.
 pub const PRECONDITION_MESSAGE: &str =
     "precondition failed: the task changed since it was read (If-Match); fetch it and retry";
