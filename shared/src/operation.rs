@@ -250,6 +250,11 @@ pub struct OutcomeReport {
     /// operation was rejected or is pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+    /// The worker's own note, never sent: the log (or an earlier copy in the same batch) already
+    /// held this operation's outcome, so this report repeats it (a redelivery after a broken
+    /// session, a client pushing it again) rather than record a new decision.
+    #[serde(skip)]
+    pub repeat: bool,
 }
 
 /// The class of an `error` outcome.
