@@ -272,7 +272,7 @@ async fn an_operation_decided_before_is_counted_as_a_repeat_never_twice_by_outco
         .unwrap();
     let body = op.encode().unwrap();
     stack
-        .publish_raw(routing_key(op.kind), &[body.clone()])
+        .publish_raw(&routing_key(op.kind), &[body.clone()])
         .await;
     let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "tasksync-test")
         .await
@@ -313,7 +313,7 @@ async fn an_operation_decided_before_is_counted_as_a_repeat_never_twice_by_outco
     assert_eq!(worker.value("tasksync_worker_duplicates_total", &[]), 0.0);
 
     // Sent again by a publisher (a client pushing it again): a duplicate, not an outcome.
-    stack.publish_raw(routing_key(op.kind), &[body]).await;
+    stack.publish_raw(&routing_key(op.kind), &[body]).await;
     stack
         .eventually("the duplicate is counted", || async {
             scrape(&stack.http, &worker_url)

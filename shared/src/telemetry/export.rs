@@ -12,7 +12,7 @@
 //!   blocks or fails a request; export errors are the SDK's to swallow, never a panic of ours.
 //! - [`Telemetry::shutdown`] sends what is queued, bounded by [`FLUSH_LIMIT`].
 
-use std::time::Duration;
+use std::{io::Write, time::Duration};
 
 use opentelemetry::{
     Context,
@@ -57,8 +57,8 @@ impl Telemetry {
 }
 
 /// The OpenTelemetry layer for the subscriber, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
-/// A pipeline that cannot be built is logged (once the subscriber is up, by the caller) as a
-/// warning and left out: exporting traces is never a reason not to serve.
+/// A pipeline that cannot be built is reported on standard error (there is no subscriber yet)
+/// and left out: exporting traces is never a reason not to serve.
 pub(super) fn start(
     settings: &Settings,
     service: &'static str,
@@ -77,8 +77,11 @@ pub(super) fn start(
     let exporter = match exporter {
         Ok(exporter) => exporter,
         Err(error) => {
-            // No subscriber yet to log through.
-            eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT: spans will not be exported: {error}");
+            // No subscriber yet to log through; a closed stderr loses the line, never panics.
+            let _ = writeln!(
+                std::io::stderr(),
+                "OTEL_EXPORTER_OTLP_ENDPOINT: spans will not be exported: {error}"
+            );
             return (Telemetry::default(), None);
         }
     };
