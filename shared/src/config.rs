@@ -83,6 +83,12 @@ pub struct Settings {
     /// `WORKER_HTTP_PORT`: the worker's port for `/health`, `/ready` and `/metrics` (0 picks a
     /// free one, as tests do).
     pub worker_http_port: u16,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: base `http://` URL of an OTLP/HTTP collector; spans are
+    /// posted to `<it>/v1/traces`. Unset or empty: nothing is exported.
+    pub otlp_endpoint: Option<SecretUrl>,
+    /// `OTEL_SERVICE_NAME`: the `service.name` of exported spans (unset: `tasksync-api` or
+    /// `tasksync-worker`, by binary).
+    pub otel_service_name: Option<String>,
 }
 
 impl Default for Settings {
@@ -113,6 +119,8 @@ impl Default for Settings {
             http_request_timeout: Duration::from_millis(30_000),
             http_max_connections: 10_000,
             worker_http_port: 3001,
+            otlp_endpoint: None,
+            otel_service_name: None,
         }
     }
 }
@@ -245,6 +253,10 @@ impl Settings {
             http_max_connections: positive(&get, "HTTP_MAX_CONNECTIONS")?
                 .unwrap_or(d.http_max_connections),
             worker_http_port: parse(&get, "WORKER_HTTP_PORT")?.unwrap_or(d.worker_http_port),
+            otlp_endpoint: set("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(urls::otlp_endpoint)
+                .transpose()?,
+            otel_service_name: set("OTEL_SERVICE_NAME").map(|name| name.trim().to_string()),
         };
         let in_flight = at_most(
             "WORKER_BATCHES_IN_FLIGHT",

@@ -31,6 +31,10 @@ pub mod header {
     pub const REDELIVERIES: &str = "tasksync-redeliveries";
     /// Set by `taskctl dlq replay`: the operation's earlier `error` outcome is to be replaced.
     pub const REPLAY: &str = "tasksync-replay";
+    /// Not a failure header: when the api received the operation, Unix milliseconds (the
+    /// AMQP `timestamp` property has whole seconds only), for the worker's queue lag. Set by
+    /// the api, kept by every copy and replay.
+    pub const RECEIVED_MS: &str = "tasksync-received-ms";
     /// Every header above: what a replay strips to start afresh (it then sets [`REPLAY`]).
     pub const ALL: [&str; 12] = [
         ATTEMPTS,
@@ -113,6 +117,25 @@ pub fn header_u32(properties: &BasicProperties, name: &str) -> Option<u32> {
         _ => return None,
     };
     u32::try_from(n).ok()
+}
+
+/// Reads an integer header as `i64` (any integer width).
+pub fn header_i64(properties: &BasicProperties, name: &str) -> Option<i64> {
+    let value = properties.headers().as_ref()?.inner().get(name)?;
+    Some(match value {
+        AMQPValue::ShortShortInt(v) => (*v).into(),
+        AMQPValue::ShortShortUInt(v) => (*v).into(),
+        AMQPValue::ShortInt(v) => (*v).into(),
+        AMQPValue::ShortUInt(v) => (*v).into(),
+        AMQPValue::LongInt(v) => (*v).into(),
+        AMQPValue::LongUInt(v) => (*v).into(),
+        AMQPValue::LongLongInt(v) => *v,
+        _ => return None,
+    })
+}
+
+pub fn set_i64(table: &mut FieldTable, name: &str, value: i64) {
+    table.insert(name.into(), AMQPValue::LongLongInt(value));
 }
 
 /// Reads a timestamp header written by [`set_time`].

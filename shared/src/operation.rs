@@ -250,6 +250,11 @@ pub struct OutcomeReport {
     /// operation was rejected or is pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+    /// The worker's own note, never sent: the log (or an earlier copy in the same batch) already
+    /// held this operation's outcome, so this report repeats it (a redelivery after a broken
+    /// session, a client pushing it again) rather than record a new decision.
+    #[serde(skip)]
+    pub repeat: bool,
 }
 
 /// The class of an `error` outcome.
@@ -271,6 +276,21 @@ pub enum Rejection {
     /// The operation's `If-Match` did not hold when the worker locked the task: it changed
     /// since the client read it (or no longer exists). Nothing was written.
     PreconditionFailed,
+}
+
+impl Rejection {
+    /// The machine code of this refusal: the `code` the REST routes answer for it, which a
+    /// push's item error carries too ([`crate::sync::item_code`]).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid_request",
+            Self::NotFound => "not_found",
+            Self::Failed => "operation_failed",
+            Self::Exists => "exists",
+            Self::OpIdReused => "conflict",
+            Self::PreconditionFailed => "precondition_failed",
+        }
+    }
 }
 
 /// The error of an operation whose `If-Match` did not hold.

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     model::Task,
-    operation::{ItemStatus, OpKind, OperationFields},
+    operation::{ItemStatus, OpKind, OperationFields, Rejection},
 };
 
 /// `POST /api/sync` (and `/api/batch`): the queued operations of one device.
@@ -54,8 +54,19 @@ pub struct Processed {
     /// The task after the operation (the winning task on a conflict); null on error or while
     /// pending.
     pub resolved_data: Option<Task>,
+    /// Why the item is an `error`, for people (a field rule names the field first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the item is an `error`, for programs: one of [`ITEM_CODES`] (absent unless `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "invalid_request",
+            pattern = "^(invalid_request|not_found|exists|conflict|precondition_failed|operation_failed)$"
+        )
+    )]
+    pub code: Option<String>,
 }
 
 /// An item answered `error`, listed again with its reason.
@@ -65,7 +76,47 @@ pub struct ItemError {
     pub task_id: Option<String>,
     pub operation: Option<String>,
     pub error: String,
+    /// The item's machine code, as in its `processed_items` slot (one of [`ITEM_CODES`]).
+    /// Read as `operation_failed` from a server that does not send it.
+    #[serde(default = "unknown_code")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "invalid_request",
+            pattern = "^(invalid_request|not_found|exists|conflict|precondition_failed|operation_failed)$"
+        )
+    )]
+    pub code: String,
     pub timestamp: DateTime<Utc>,
+}
+
+/// The machine codes of item errors: the error `code`s the REST routes answer for the same
+/// refusals.
+///
+/// - `invalid_request`: the item breaks a rule (its `error` names the field); never published.
+/// - `not_found`: the task is not the caller's.
+/// - `exists`: an exclusive create found its id taken.
+/// - `conflict`: the op id was already used for an operation with other content (or the worker
+///   refused it for a reason it did not class).
+/// - `precondition_failed`: a precondition did not hold when the worker applied it.
+/// - `operation_failed`: every attempt failed; the operation is parked for operators.
+pub const ITEM_CODES: [&str; 6] = [
+    "invalid_request",
+    "not_found",
+    "exists",
+    "conflict",
+    "precondition_failed",
+    "operation_failed",
+];
+
+/// The code of an item the worker refused, from the refusal's class (`None`: the worker gave
+/// none, answered as the REST routes do, `conflict`).
+pub fn item_code(rejection: Option<Rejection>) -> &'static str {
+    rejection.map_or("conflict", Rejection::code)
+}
+
+fn unknown_code() -> String {
+    "operation_failed".into()
 }
 
 /// The answer to a push: every item in its slot, and the counts.
@@ -155,5 +206,25 @@ mod tests {
         assert_eq!(json["data"]["updated_at"], "2026-11-25T09:12:00.000001Z");
         let back: PushItem = serde_json::from_value(json).unwrap();
         assert_eq!(back, item);
+    }
+
+    #[test]
+    fn every_refusal_has_one_of_the_documented_item_codes() {
+        use Rejection::*;
+        for rejection in [
+            Invalid,
+            NotFound,
+            Failed,
+            Exists,
+            OpIdReused,
+            PreconditionFailed,
+        ] {
+            assert!(
+                ITEM_CODES.contains(&item_code(Some(rejection))),
+                "{rejection:?}"
+            );
+        }
+        assert_eq!(item_code(None), "conflict");
+        assert_eq!(item_code(Some(PreconditionFailed)), "precondition_failed");
     }
 }

@@ -9,30 +9,48 @@
 //! - The AMQP client's own messages are off unless `RUST_LOG` names `lapin`: every connection
 //!   error reaches our code, which logs it once, where lapin would log it three more times.
 //! - [`traceparent`]: the W3C trace context both services put on the log lines of an operation.
+//! - [`export`]: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the spans also go to an OTLP collector,
+//!   in the same W3C traces.
 
+pub mod export;
 pub mod traceparent;
 
 use std::io::{self, IsTerminal, Write};
 
-use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter};
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
-use crate::config::{ConfigError, LogFormat};
+use crate::{
+    Settings,
+    config::{ConfigError, LogFormat},
+};
 
-/// Installs the global subscriber, or says why `RUST_LOG` is unusable. Calling it again (tests)
-/// is harmless.
-pub fn init(format: LogFormat) -> Result<(), ConfigError> {
+pub use export::Telemetry;
+
+/// Installs the global subscriber (logs, and the OTLP export when configured, its spans named
+/// `service` unless `OTEL_SERVICE_NAME` says otherwise), or says why `RUST_LOG` is unusable.
+/// Keep the answer until the end and call [`Telemetry::shutdown`] to send what is left.
+/// Calling it again (tests) is harmless: the first subscriber stays.
+pub fn init(settings: &Settings, service: &'static str) -> Result<Telemetry, ConfigError> {
     let filter = filter(std::env::var("RUST_LOG").ok())?;
-    let builder = fmt()
-        .with_env_filter(filter)
+    let (telemetry, otel) = export::start(settings, service);
+    let fmt = fmt::layer()
         .with_target(true)
         .with_ansi(io::stdout().is_terminal())
         .with_writer(LossyStdout)
         .log_internal_errors(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = match settings.log_format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
-    Ok(())
+    // The filter applies to both: what is not logged is not exported either.
+    let subscriber = tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt)
+        .with(filter);
+    let _ = subscriber.try_init();
+    Ok(telemetry)
 }
 
 /// The filter for a `RUST_LOG` value: `info` when unset or blank, an error naming the variable

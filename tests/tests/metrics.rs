@@ -13,8 +13,10 @@ use std::{
     time::Duration,
 };
 
+use lapin::options::{BasicGetOptions, BasicRejectOptions};
 use sync_worker::faults::FaultInjector;
-use tasksync_shared::Operation;
+use tasksync_shared::{OpKind, Operation, OperationFields, topology::routing_key};
+use uuid::Uuid;
 
 use serde_json::json;
 use tasksync_tests::{TestStack, proxy::FaultyProxy, tokens};
@@ -219,7 +221,16 @@ async fn a_create_moves_the_request_series_of_the_api_and_the_operation_series_o
     assert!(worker.value("tasksync_worker_batches_total", &[]) >= 1.0);
     assert!(worker.value("tasksync_worker_batch_size_count", &[]) >= 1.0);
     assert!(worker.value("tasksync_worker_apply_seconds_count", &[]) >= 1.0);
-    assert!(worker.value("tasksync_worker_queue_lag_seconds_count", &[]) >= 1.0);
+    let lag = "tasksync_worker_queue_lag_seconds";
+    assert!(worker.value(&format!("{lag}_count"), &[]) >= 1.0);
+    // To the millisecond (and finer), not in whole seconds as the AMQP timestamp has it: the
+    // sum of this create's lag has a fraction.
+    let lag_sum =
+        worker.value(&format!("{lag}_sum"), &[]) - worker_before.value(&format!("{lag}_sum"), &[]);
+    assert!(
+        lag_sum > 0.0 && lag_sum.fract() != 0.0,
+        "the lag is not below a second's resolution: {lag_sum}"
+    );
     assert_eq!(worker.value("tasksync_worker_consuming", &[]), 1.0);
     assert!(worker.has("tasksync_worker_batches_in_flight"));
     assert_eq!(
@@ -230,6 +241,95 @@ async fn a_create_moves_the_request_series_of_the_api_and_the_operation_series_o
     // Each service shows its own numbers only, though both run in this process.
     assert!(!worker.has(requests));
     assert!(!api.has(operations));
+}
+
+/// An operation committed whose ack was lost (the session broke between the two) comes back
+/// redelivered: the worker answers it from the log and counts it as a redelivery, never a second
+/// time by outcome. The same operation sent again (not redelivered) is a duplicate.
+#[tokio::test]
+async fn an_operation_decided_before_is_counted_as_a_repeat_never_twice_by_outcome() {
+    let mut stack = TestStack::start().await;
+    stack.stop_worker().await;
+    let at = tasksync_shared::model::to_db_precision(chrono::Utc::now());
+    let op = Operation {
+        op_id: Uuid::new_v4(),
+        task_id: Uuid::new_v4(),
+        user_id: "default".into(),
+        kind: OpKind::Create,
+        fields: OperationFields {
+            title: Some("committed, never acked".into()),
+            ..Default::default()
+        },
+        stamped_at: at,
+        received_at: at,
+        if_absent: false,
+        if_match: None,
+    };
+    // The commit (the worker's own code), then its delivery, taken and never acked: the broker
+    // gives it again, flagged redelivered, once the session that held it is gone.
+    sync_worker::apply::apply_first_attempts(&stack.db, std::slice::from_ref(&op))
+        .await
+        .unwrap();
+    let body = op.encode().unwrap();
+    stack
+        .publish_raw(&routing_key(op.kind), &[body.clone()])
+        .await;
+    let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "tasksync-test")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let taken = channel
+        .basic_get(
+            stack.topology().work_queue().as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .unwrap()
+        .expect("the published operation");
+    assert!(!taken.delivery.redelivered);
+    // Handed back unacknowledged, as a broken session does.
+    channel
+        .basic_reject(
+            taken.delivery.delivery_tag,
+            BasicRejectOptions { requeue: true },
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "gone".into()).await;
+
+    stack.start_worker().await;
+    let worker_url = format!("{}/metrics", stack.worker_base);
+    let operations = "tasksync_worker_operations_total";
+    stack
+        .eventually("the redelivery is counted", || async {
+            scrape(&stack.http, &worker_url)
+                .await
+                .value("tasksync_worker_redelivered_total", &[])
+                == 1.0
+        })
+        .await;
+    let worker = scrape(&stack.http, &worker_url).await;
+    assert_eq!(worker.value(operations, &[]), 0.0, "{worker:?}");
+    assert_eq!(worker.value("tasksync_worker_duplicates_total", &[]), 0.0);
+
+    // Sent again by a publisher (a client pushing it again): a duplicate, not an outcome.
+    stack.publish_raw(&routing_key(op.kind), &[body]).await;
+    stack
+        .eventually("the duplicate is counted", || async {
+            scrape(&stack.http, &worker_url)
+                .await
+                .value("tasksync_worker_duplicates_total", &[])
+                == 1.0
+        })
+        .await;
+    let worker = scrape(&stack.http, &worker_url).await;
+    assert_eq!(worker.value(operations, &[]), 0.0, "{worker:?}");
+    assert_eq!(worker.value("tasksync_worker_redelivered_total", &[]), 1.0);
+    // The first decision stands, recorded once.
+    assert_eq!(
+        stack.operation(&op.op_id.to_string()).await.body["status"],
+        "success"
+    );
 }
 
 #[tokio::test]

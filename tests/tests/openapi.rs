@@ -130,6 +130,54 @@ async fn the_served_document_is_openapi_3_whose_references_resolve() {
     }
 }
 
+/// Every operation takes the diagnosis headers (`traceparent`, `X-Request-Id`), and every
+/// answer, its own or a shared one, says it carries them.
+#[tokio::test]
+async fn every_operation_documents_the_trace_and_request_id_headers() {
+    let stack = TestStack::start().await;
+    let document = served_document(&stack).await;
+    let resolve = |value: &Value| -> Value {
+        match value["$ref"].as_str() {
+            Some(reference) => document
+                .pointer(reference.strip_prefix('#').unwrap())
+                .unwrap_or_else(|| panic!("{reference} does not resolve"))
+                .clone(),
+            None => value.clone(),
+        }
+    };
+    let mut answers = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let parameters: Vec<Value> = operation["parameters"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} has no parameters"))
+                .iter()
+                .map(resolve)
+                .collect();
+            for name in ["traceparent", "X-Request-Id"] {
+                assert!(
+                    parameters
+                        .iter()
+                        .any(|p| p["in"] == "header" && p["name"] == name),
+                    "{method} {path} does not take {name}"
+                );
+            }
+            for (status, answer) in operation["responses"].as_object().expect("responses") {
+                let answer = resolve(answer);
+                for name in ["traceparent", "X-Request-Id"] {
+                    let header = resolve(&answer["headers"][name]);
+                    assert_eq!(
+                        header["schema"]["type"], "string",
+                        "{method} {path} {status} does not answer {name}"
+                    );
+                }
+                answers += 1;
+            }
+        }
+    }
+    assert!(answers > 50, "{answers}");
+}
+
 #[tokio::test]
 async fn the_document_and_its_page_are_public_take_no_rate_token_and_load_nothing_from_elsewhere() {
     let stack = TestStack::start_with(|settings| {

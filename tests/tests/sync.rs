@@ -414,6 +414,10 @@ async fn bad_items_are_errors_in_their_slots_and_the_rest_of_the_batch_applies()
             .iter()
             .all(|e| e["timestamp"].is_string() && e["error"].is_string())
     );
+    assert!(
+        errors.iter().all(|e| e["code"] == "invalid_request"),
+        "{errors:?}"
+    );
 
     // Only the good items reached the queue and the log.
     assert_eq!(stack.op_log_count(OpLog::all()).await, 2);
@@ -484,6 +488,11 @@ fn each_slot_is_as_expected(reply: &Reply, items: &[Value], expected: &[SlotOutc
                 "{error} should name {field}"
             );
             assert_eq!(slot["resolved_data"], Value::Null);
+            // Refused by the api before publishing: a rule broken.
+            assert_eq!(slot["code"], "invalid_request", "{slot}");
+        }
+        if *status != "error" {
+            assert!(slot.get("code").is_none(), "{slot}");
         }
         assert_eq!(
             slot["client_id"],
@@ -605,6 +614,8 @@ async fn another_users_task_id_is_an_error_that_reveals_nothing_and_stays_out_of
     assert_eq!(statuses(&reply), ["error"]);
     let slot = &reply.body["processed_items"][0];
     assert_eq!(slot["error"], "task not found");
+    assert_eq!(slot["code"], "not_found", "{slot}");
+    assert_eq!(reply.body["errors"][0]["code"], "not_found");
     assert_eq!(slot["resolved_data"], Value::Null);
     assert_eq!(slot["server_id"], Value::Null);
 

@@ -8,7 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value,
+};
+use prost::Message;
 
 use serde_json::{Value, json};
 use tasksync_tests::{
@@ -32,17 +40,21 @@ struct JsonStack {
 
 impl JsonStack {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Self::start`], with `vars` set in both processes' environment.
+    async fn start_with(vars: &[(&str, &str)]) -> Self {
         let mut stack = TestStack::start().await;
         stack.stop_api().await;
         stack.stop_worker().await;
         stack.settings.port = free_port();
-        let json = [("LOG_FORMAT", "json")];
-        let worker = ServiceProcess::spawn_with("sync-worker", &stack.settings, &json);
-        let api = ServiceProcess::spawn_with(
-            "api",
-            &stack.settings,
-            &[("LOG_FORMAT", "json"), ("RUST_LOG", "info,api=debug")],
-        );
+        let mut worker_vars = vec![("LOG_FORMAT", "json")];
+        worker_vars.extend_from_slice(vars);
+        let mut api_vars = vec![("LOG_FORMAT", "json"), ("RUST_LOG", "info,api=debug")];
+        api_vars.extend_from_slice(vars);
+        let worker = ServiceProcess::spawn_with("sync-worker", &stack.settings, &worker_vars);
+        let api = ServiceProcess::spawn_with("api", &stack.settings, &api_vars);
         let client = ApiClient::new(
             stack.http.clone(),
             format!("http://127.0.0.1:{}/api", stack.settings.port),
@@ -191,6 +203,176 @@ async fn an_invalid_traceparent_starts_a_new_trace_that_the_worker_continues() {
         })
         .await;
     assert_eq!(access["trace_id"], trace_id, "{access}");
+}
+
+/// One exported span, as an OTLP collector received it.
+#[derive(Clone, Debug)]
+struct Exported {
+    service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+}
+
+/// A minimal OTLP/HTTP collector on the loopback: `POST /v1/traces` with a protobuf
+/// `ExportTraceServiceRequest`, whose spans it keeps.
+struct Collector {
+    endpoint: String,
+    spans: Arc<Mutex<Vec<Exported>>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let request = ExportTraceServiceRequest::decode(body)
+                        .expect("a protobuf ExportTraceServiceRequest");
+                    kept.lock().unwrap().extend(flatten(request));
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                        Vec::new(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            endpoint,
+            spans,
+            _server: server,
+        }
+    }
+
+    fn spans(&self) -> Vec<Exported> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+fn flatten(request: ExportTraceServiceRequest) -> Vec<Exported> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut out = Vec::new();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|resource| &resource.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(name) => Some(name.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                out.push(Exported {
+                    service: service.clone(),
+                    name: span.name,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, both services export their spans of an operation in
+/// the trace of the request's `traceparent`: the api's `request` span (whose id the answer and
+/// the message carry) and the worker's `delivery` span, its child. The last spans leave on a
+/// graceful stop.
+#[tokio::test]
+async fn both_services_export_the_spans_of_an_operation_in_the_requests_trace() {
+    let collector = Collector::start().await;
+    let mut s = JsonStack::start_with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", ""),
+    ])
+    .await;
+    let reply = s
+        .client
+        .request(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"title": "exported"})),
+            &[("traceparent", TRACEPARENT)],
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let op_id = reply.operation_id().to_string();
+    let answered = reply.header("traceparent").expect("traceparent answered");
+    let api_span = answered.split('-').nth(2).expect("a span id").to_string();
+    s.line(&s.worker, "about the operation", |l| {
+        about(l, TRACE_ID, &op_id)
+    })
+    .await;
+    // A graceful stop sends what the batch processors still hold.
+    s.api.terminate();
+    s.worker.terminate();
+    assert!(
+        s.api.wait_exit(PATIENCE).await.success(),
+        "{}",
+        s.api.log_text()
+    );
+    assert!(
+        s.worker.wait_exit(PATIENCE).await.success(),
+        "{}",
+        s.worker.log_text()
+    );
+
+    let spans = collector.spans();
+    let request = spans
+        .iter()
+        .find(|span| span.name == "request" && span.trace_id == TRACE_ID)
+        .unwrap_or_else(|| panic!("no api request span in the trace: {spans:#?}"));
+    assert_eq!(request.service, "tasksync-api", "{request:?}");
+    assert_eq!(request.parent_span_id, "00f067aa0ba902b7", "{request:?}");
+    assert_eq!(
+        request.span_id, api_span,
+        "the answer names the exported span"
+    );
+    let delivery = spans
+        .iter()
+        .find(|span| span.name == "delivery" && span.trace_id == TRACE_ID)
+        .unwrap_or_else(|| panic!("no worker delivery span in the trace: {spans:#?}"));
+    assert_eq!(delivery.service, "tasksync-worker", "{delivery:?}");
+    assert_eq!(delivery.parent_span_id, api_span, "{delivery:?}");
+}
+
+/// A collector that cannot be reached costs nothing: writes are answered as usual, and the
+/// services still stop promptly.
+#[tokio::test]
+async fn an_unreachable_collector_never_holds_a_request() {
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut s = JsonStack::start_with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", nowhere.as_str()),
+        ("OTEL_SERVICE_NAME", "renamed"),
+    ])
+    .await;
+    for i in 0..20 {
+        let started = Instant::now();
+        let reply = s
+            .client
+            .create_task(json!({"title": format!("unexported {i}")}))
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{i}");
+    }
+    s.api.terminate();
+    s.worker.terminate();
+    assert!(s.api.wait_exit(Duration::from_secs(10)).await.success());
+    assert!(s.worker.wait_exit(Duration::from_secs(10)).await.success());
 }
 
 /// Every answer has a trace and a request id: echoed when sane, generated otherwise; a read

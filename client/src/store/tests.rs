@@ -58,6 +58,7 @@ fn processed(op: &QueuedOp, status: ItemStatus, task: Option<Task>) -> Processed
         server_id: task.as_ref().map(|t| t.id.to_string()),
         status,
         error: (status == ItemStatus::Error).then(|| "title: too long".to_string()),
+        code: (status == ItemStatus::Error).then(|| "invalid_request".to_string()),
         resolved_data: task,
     }
 }

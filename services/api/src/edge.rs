@@ -123,23 +123,44 @@ fn header_values(origins: &[String]) -> anyhow::Result<Listed> {
 }
 
 /// CORS for the api's methods and headers, from `allow_origin`.
+///
+/// Allowed request headers: the token and body type, the preconditions (`If-Match`,
+/// `If-None-Match`), `Prefer`, the event stream's `Last-Event-ID`, the diagnosis headers
+/// (`traceparent`, `X-Request-Id`) and `Device-Id`. Exposed answer headers: everything a client
+/// reads off an answer (where a task is, its operation and entity tag, when to retry, which
+/// preference was applied, the next page) and the diagnosis headers, so that a browser app can
+/// quote the trace and request id of a failure.
 fn cors(allow_origin: AllowOrigin) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
             HeaderName::from_static("prefer"),
             HeaderName::from_static("last-event-id"),
             HeaderName::from_static("traceparent"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("device-id"),
         ])
         .expose_headers([
             header::LOCATION,
+            header::ETAG,
             HeaderName::from_static("operation-id"),
             header::RETRY_AFTER,
+            HeaderName::from_static("preference-applied"),
             header::LINK,
             HeaderName::from_static("x-next-cursor"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("traceparent"),
         ])
         .max_age(PREFLIGHT_MAX_AGE)
 }

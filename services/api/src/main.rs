@@ -58,7 +58,7 @@ async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            telemetry::init(settings.log_format)?;
+            let telemetry = telemetry::init(&settings, "tasksync-api")?;
             let (host, port) = (settings.host.clone(), settings.port);
             // Listening for signals from here on, before anything slow.
             let shutdown = shutdown_signal_with_deadline(settings.shutdown_timeout);
@@ -69,7 +69,10 @@ async fn run() -> anyhow::Result<()> {
                     .run_until_stopped(shutdown)
                     .await
             };
-            run_checked(&settings, "tasksync-api-login-check", serve).await
+            let served = run_checked(&settings, "tasksync-api-login-check", serve).await;
+            // The last spans leave now (bounded): the exporter's own thread does the sending.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+            served
         }
         Command::Healthcheck => healthcheck(settings.port).await,
         Command::Token { sub, ttl } => print_token(&settings, &sub, ttl),

@@ -7,6 +7,10 @@
 //! `info` line per request on target `api::access`: request id, method, route template, status,
 //! latency, `Operation-Id` when the answer has one, user and trace id. Never tokens or bodies.
 //!
+//! With OTLP export on (`OTEL_EXPORTER_OTLP_ENDPOINT`), the `request` span is exported as a
+//! child of the request's `traceparent` (or as a new trace's root), and its exported span id is
+//! the one answered and published.
+//!
 //! The publisher reads the request's trace with [`current`] to put it in each operation's AMQP
 //! headers, so the worker's log lines of the operation carry the same trace id.
 //! [`user`] sits inside authentication, where the user is known, and hands it out to [`access`].
@@ -22,7 +26,10 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use tasksync_shared::telemetry::traceparent::{HEADER as TRACEPARENT, TraceParent};
+use tasksync_shared::telemetry::{
+    export,
+    traceparent::{HEADER as TRACEPARENT, TraceParent},
+};
 use tracing::{Instrument, Span, field::Empty};
 use uuid::Uuid;
 
@@ -51,7 +58,7 @@ struct UserSlot(Arc<OnceLock<String>>);
 /// The outer layer: trace, request id, request span, response headers, access log line.
 pub async fn access(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let trace = incoming_trace(request.headers()).map_or_else(TraceParent::new_root, |t| t.child());
+    let incoming = incoming_trace(request.headers());
     let request_id =
         client_request_id(request.headers()).unwrap_or_else(|| Uuid::new_v4().simple().to_string());
     let method = request.method().clone();
@@ -63,10 +70,14 @@ pub async fn access(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(slot.clone());
     let span = tracing::info_span!(
         "request",
-        trace_id = %trace.trace_id,
+        trace_id = Empty,
         request_id = %request_id,
         user = Empty,
     );
+    // Exporting spans, the api's span in the trace is the exported one; otherwise a new id.
+    let trace = export::continue_trace(&span, incoming.as_ref())
+        .unwrap_or_else(|| incoming.map_or_else(TraceParent::new_root, |t| t.child()));
+    span.record("trace_id", tracing::field::display(trace.trace_id));
     let mut response = CURRENT
         .scope(trace, next.run(request))
         .instrument(span)

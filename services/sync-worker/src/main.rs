@@ -51,13 +51,22 @@ fn cli() -> Cli {
 async fn run() -> anyhow::Result<()> {
     let cli = cli();
     let settings = Settings::from_env()?;
-    telemetry::init(settings.log_format)?;
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    // Spans are exported by the running worker only, not by its one-shot commands.
+    let mut log_settings = settings.clone();
+    if !matches!(command, Command::Run) {
+        log_settings.otlp_endpoint = None;
+    }
+    let telemetry = telemetry::init(&log_settings, "tasksync-worker")?;
+    match command {
         Command::Run => {
             // Listening for signals from here on, before anything slow.
             let shutdown = shutdown_signal_with_deadline(settings.shutdown_timeout);
             let work = sync_worker::run(settings.clone(), shutdown);
-            run_checked(&settings, "tasksync-sync-worker-login-check", work).await
+            let worked = run_checked(&settings, "tasksync-sync-worker-login-check", work).await;
+            // The last spans leave now (bounded): the exporter's own thread does the sending.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+            worked
         }
         Command::Migrate => Ok(db::migrate(&settings.database_url).await?),
         Command::Healthcheck { live } => {

@@ -6,10 +6,12 @@
 //! at this recorder for one call.
 //!
 //! Names (all prefixed `tasksync_worker_`): `batches_total`, `batch_size` (histogram),
-//! `apply_seconds` (histogram, one batch step), `operations_total{outcome}`,
+//! `apply_seconds` (histogram, one batch step), `operations_total{outcome}` (each operation
+//! once, when decided), `redelivered_total` and `duplicates_total` (an operation already
+//! decided, delivered again: by the broker after a broken session, or sent again),
 //! `retries_total{attempt}`, `parked_total{reason}`, `database_pauses_total`,
-//! `queue_lag_seconds` (histogram: now − the message's timestamp, whole seconds as the api
-//! sets it), `batches_in_flight`, `deliveries_in_flight` (received, not yet acked or handed
+//! `queue_lag_seconds` (histogram: now − when the api received the operation, from the
+//! message's `tasksync-received-ms` header, to the millisecond), `batches_in_flight`, `deliveries_in_flight` (received, not yet acked or handed
 //! back), `oldest_in_flight_seconds` (age of the oldest batch in flight, from when this worker
 //! gathered it), `consuming`.
 
@@ -22,10 +24,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::message::Delivery;
+use lapin::{BasicProperties, message::Delivery};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use tasksync_shared::failure;
 
 /// Seconds buckets for lag and apply times: 1 ms to 5 min.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -147,17 +150,15 @@ impl WorkerMetrics {
     /// among the batches in flight, which it leaves when dropped (settled, handed back, or
     /// dropped with a broken session).
     pub fn batch_gathered(&self, batch: &[Delivery]) -> InFlightBatch {
-        let now = chrono::Utc::now().timestamp();
+        let now_us = chrono::Utc::now().timestamp_micros();
         self.with(|| {
             metrics::counter!("tasksync_worker_batches_total").increment(1);
             #[allow(clippy::cast_precision_loss)]
             metrics::histogram!("tasksync_worker_batch_size").record(batch.len() as f64);
             let lag = metrics::histogram!("tasksync_worker_queue_lag_seconds");
             for delivery in batch {
-                if let Some(sent) = delivery.properties.timestamp() {
-                    let sent = i64::try_from(*sent).unwrap_or(now);
-                    #[allow(clippy::cast_precision_loss)]
-                    lag.record(now.saturating_sub(sent).max(0) as f64);
+                if let Some(seconds) = queue_lag(&delivery.properties, now_us) {
+                    lag.record(seconds);
                 }
             }
         });
@@ -185,6 +186,19 @@ impl WorkerMetrics {
     pub fn decided(&self, outcome: &'static str) {
         self.with(|| {
             metrics::counter!("tasksync_worker_operations_total", "outcome" => outcome).increment(1)
+        });
+    }
+
+    /// An operation already decided came again (its outcome is repeated, not counted again):
+    /// `redelivered` by the broker (the session broke between its commit and its ack), or a
+    /// duplicate (a client pushing it again, a copy in the same batch).
+    pub fn repeated(&self, redelivered: bool) {
+        self.with(|| {
+            if redelivered {
+                metrics::counter!("tasksync_worker_redelivered_total").increment(1);
+            } else {
+                metrics::counter!("tasksync_worker_duplicates_total").increment(1);
+            }
         });
     }
 
@@ -242,6 +256,20 @@ impl WorkerMetrics {
     }
 }
 
+/// How long ago (seconds, at `now_us` Unix microseconds) the api received the delivery's
+/// operation: from its `tasksync-received-ms` header, or, from an api that does not set it, the
+/// AMQP `timestamp` (whole seconds). Never negative (clocks of two hosts).
+fn queue_lag(properties: &BasicProperties, now_us: i64) -> Option<f64> {
+    let received_us = match failure::header_i64(properties, failure::header::RECEIVED_MS) {
+        Some(ms) => ms.saturating_mul(1_000),
+        None => i64::try_from(*properties.timestamp().as_ref()?)
+            .ok()?
+            .saturating_mul(1_000_000),
+    };
+    #[allow(clippy::cast_precision_loss)]
+    Some(now_us.saturating_sub(received_us).max(0) as f64 / 1e6)
+}
+
 /// A batch's place among those in flight (for the gauges and liveness); left when dropped.
 #[derive(Debug)]
 pub struct InFlightBatch {
@@ -255,5 +283,32 @@ impl Drop for InFlightBatch {
             in_flight.remove(&self.ticket);
         }
         self.metrics.progressed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::FieldTable;
+
+    use super::*;
+
+    #[test]
+    fn the_lag_is_read_to_the_millisecond_and_falls_back_to_whole_seconds() {
+        let now_us = 1_700_000_000_250_000;
+        let mut headers = FieldTable::default();
+        failure::set_i64(
+            &mut headers,
+            failure::header::RECEIVED_MS,
+            1_700_000_000_000,
+        );
+        let precise = BasicProperties::default()
+            .with_headers(headers)
+            .with_timestamp(1_699_999_999);
+        assert_eq!(queue_lag(&precise, now_us), Some(0.25));
+        let seconds = BasicProperties::default().with_timestamp(1_700_000_000);
+        assert_eq!(queue_lag(&seconds, now_us), Some(0.25));
+        let ahead = BasicProperties::default().with_timestamp(1_700_000_001);
+        assert_eq!(queue_lag(&ahead, now_us), Some(0.0));
+        assert_eq!(queue_lag(&BasicProperties::default(), now_us), None);
     }
 }

@@ -167,6 +167,15 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var("LOG_FORMAT", "text", "text or json"),
     var("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
+    unset(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http:// base URL of an OTLP/HTTP collector; spans go to <it>/v1/traces (unset: no \
+         export)",
+    ),
+    unset(
+        "OTEL_SERVICE_NAME",
+        "service.name of exported spans (unset: tasksync-api or tasksync-worker)",
+    ),
 ];
 
 /// The text `--help` ends with: every variable, its meaning and its default.

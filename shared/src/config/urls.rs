@@ -40,6 +40,30 @@ fn invalid_db(url: &SecretUrl, reason: impl ToString) -> ConfigError {
     }
 }
 
+/// A usable OTLP/HTTP collector base URL: `http://` with a host (this build has no TLS), no
+/// query or fragment. A trailing `/` is dropped, so that `<it>/v1/traces` has one slash.
+pub(super) fn otlp_endpoint(value: String) -> Result<SecretUrl, ConfigError> {
+    let trimmed = value.trim().trim_end_matches('/').to_string();
+    let invalid = |reason: String| ConfigError {
+        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value: super::redact(&value),
+        reason,
+    };
+    let parsed = url::Url::parse(&trimmed).map_err(|e| invalid(e.to_string()))?;
+    if parsed.scheme() != "http" {
+        return Err(invalid(
+            "expected an http:// URL (this build exports without TLS)".into(),
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("names no host".into()));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("expected no query or fragment".into()));
+    }
+    Ok(SecretUrl::from(trimmed))
+}
+
 /// A usable AMQP connection string: `amqp://`, a host, a non-empty virtual host (`%2f` is the
 /// default `/`), and valid parameters.
 pub(super) fn amqp_url(value: String) -> Result<SecretUrl, ConfigError> {
@@ -120,6 +144,24 @@ mod tests {
             assert_eq!(e.name, "AMQP_URL", "{url}");
             assert!(e.reason.contains(reason), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn an_otlp_endpoint_is_a_plain_http_base_url() {
+        let ok = otlp_endpoint("http://collector:4318/".into()).unwrap();
+        assert_eq!(ok.expose(), "http://collector:4318");
+        for (url, reason) in [
+            ("collector:4318", "http://"),
+            ("https://collector:4318", "without TLS"),
+            ("http://collector:4318/?x=1", "no query"),
+            ("garbage", "relative URL"),
+        ] {
+            let e = otlp_endpoint(url.into()).unwrap_err();
+            assert_eq!(e.name, "OTEL_EXPORTER_OTLP_ENDPOINT", "{url}");
+            assert!(e.reason.contains(reason), "{url}: {e}");
+        }
+        let e = otlp_endpoint("https://u:hunter2@collector".into()).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn preflight_headers(origin: &str) -> [(&str, &str); 3] {
         ("access-control-request-method", "PUT"),
         (
             "access-control-request-headers",
-            "authorization, content-type, prefer",
+            "authorization, content-type, prefer, if-match, traceparent, x-request-id, device-id",
         ),
     ]
 }
@@ -72,12 +72,22 @@ async fn an_allowed_origin_gets_its_preflight_and_answers_it_can_read() {
     assert_lists(
         &preflight,
         "access-control-allow-methods",
-        &["get", "post", "put", "delete"],
+        &["get", "post", "put", "patch", "delete"],
     );
     assert_lists(
         &preflight,
         "access-control-allow-headers",
-        &["authorization", "content-type", "prefer", "last-event-id"],
+        &[
+            "authorization",
+            "content-type",
+            "prefer",
+            "last-event-id",
+            "if-match",
+            "if-none-match",
+            "traceparent",
+            "x-request-id",
+            "device-id",
+        ],
     );
     assert!(
         preflight.header("access-control-max-age").is_some(),
@@ -102,9 +112,13 @@ async fn an_allowed_origin_gets_its_preflight_and_answers_it_can_read() {
         &[
             "location",
             "operation-id",
+            "etag",
             "retry-after",
+            "preference-applied",
             "link",
             "x-next-cursor",
+            "x-request-id",
+            "traceparent",
         ],
     );
     assert_lists(&created, "vary", &["origin"]);

@@ -9,7 +9,7 @@ use lapin::{
     options::BasicPublishOptions,
     types::{FieldTable, ShortString},
 };
-use tasksync_shared::{Operation, OutcomeReport, topology::routing_key};
+use tasksync_shared::{Operation, OutcomeReport, failure, topology::routing_key};
 use tracing::{Span, field::Empty};
 use uuid::Uuid;
 
@@ -103,15 +103,18 @@ impl Broker {
                 Some(queue) => properties.with_reply_to(queue.clone()),
                 None => properties,
             };
-            // The request's trace, so that the worker's log lines of the operation share it.
-            let properties = match crate::trace::current() {
-                Some(trace) => {
-                    let mut headers = FieldTable::default();
-                    trace.put_in(&mut headers);
-                    properties.with_headers(headers)
-                }
-                None => properties,
-            };
+            // When the api received it, in milliseconds, for the worker's queue lag; and the
+            // request's trace, so that the worker's log lines of the operation share it.
+            let mut headers = FieldTable::default();
+            failure::set_i64(
+                &mut headers,
+                failure::header::RECEIVED_MS,
+                op.received_at.timestamp_millis(),
+            );
+            if let Some(trace) = crate::trace::current() {
+                trace.put_in(&mut headers);
+            }
+            let properties = properties.with_headers(headers);
             let confirm = channel
                 .basic_publish(
                     exchange.clone(),

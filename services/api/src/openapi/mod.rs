@@ -191,6 +191,7 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 static DOCUMENT: LazyLock<Result<String, String>> = LazyLock::new(|| {
     let mut document = serde_json::to_value(ApiDoc::openapi()).map_err(|e| e.to_string())?;
     link_writes_to_their_operation(&mut document);
+    diagnosis_headers(&mut document);
     serde_json::to_string(&document).map_err(|e| e.to_string())
 });
 
@@ -223,6 +224,129 @@ fn link_writes_to_their_operation(document: &mut Value) {
             if answer.pointer("/headers/Operation-Id").is_some() {
                 answer["links"] = link.clone();
             }
+        }
+    }
+}
+
+/// `traceparent` and `X-Request-Id`, which every request may send and every answer carries
+/// ([`crate::trace`]): shared components (`components.headers`, `components.parameters`)
+/// referenced by every operation and every answer. Added to the JSON, as utoipa 5 has no header
+/// components.
+fn diagnosis_headers(document: &mut Value) {
+    const TRACEPARENT: &str = "W3C Trace Context: `00-<32 hex trace id>-<16 hex span id>-<2 hex \
+        flags>`, lower-case hex";
+    const REQUEST_ID: &str = "1 to 128 visible ASCII characters";
+    let header = |description: &str, pattern: &str| {
+        json!({
+            "description": description,
+            "required": true,
+            "schema": { "type": "string", "pattern": pattern },
+        })
+    };
+    let parameter = |name: &str, description: &str| {
+        json!({
+            "name": name,
+            "in": "header",
+            "required": false,
+            "description": description,
+            "schema": { "type": "string" },
+        })
+    };
+    let Some(root) = document.as_object_mut() else {
+        return;
+    };
+    let components = root
+        .entry("components")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    if let Some(components) = components {
+        components.insert(
+            "headers".into(),
+            json!({
+                "traceparent": header(
+                    &format!(
+                        "The api's span in the request's trace (continued from the request's \
+                         `traceparent`, or started). {TRACEPARENT}"
+                    ),
+                    "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                ),
+                "X-Request-Id": header(
+                    "The request's id: the client's `X-Request-Id` when it sent a usable one, \
+                     generated otherwise; also in the access log line",
+                    "^[!-~]{1,128}$",
+                ),
+            }),
+        );
+        let parameters = components.entry("parameters").or_insert_with(|| json!({}));
+        if let Some(parameters) = parameters.as_object_mut() {
+            parameters.insert(
+                "traceparent".into(),
+                parameter(
+                    "traceparent",
+                    &format!(
+                        "Continue this trace (optional). {TRACEPARENT}; an invalid value starts \
+                         a new trace and is never refused"
+                    ),
+                ),
+            );
+            parameters.insert(
+                "X-Request-Id".into(),
+                parameter(
+                    "X-Request-Id",
+                    &format!(
+                        "The client's id for this request (optional), echoed when it has \
+                         {REQUEST_ID}; replaced by a generated one otherwise"
+                    ),
+                ),
+            );
+        }
+    }
+    let answer_headers = json!({
+        "traceparent": { "$ref": "#/components/headers/traceparent" },
+        "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" },
+    });
+    let add_headers = |answer: &mut Value| {
+        // An answer by reference gets them from its component.
+        if let Some(answer) = answer.as_object_mut().filter(|a| !a.contains_key("$ref")) {
+            let headers = answer.entry("headers").or_insert_with(|| json!({}));
+            if let (Some(headers), Some(shared)) =
+                (headers.as_object_mut(), answer_headers.as_object())
+            {
+                for (name, value) in shared {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+        }
+    };
+    let shared_answers = root
+        .get_mut("components")
+        .and_then(|c| c.get_mut("responses"))
+        .and_then(Value::as_object_mut);
+    for answer in shared_answers.into_iter().flat_map(|a| a.values_mut()) {
+        add_headers(answer);
+    }
+    let operations = root
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(Value::as_object_mut);
+    for operation in operations {
+        let parameters = operation.entry("parameters").or_insert_with(|| json!([]));
+        if let Some(parameters) = parameters.as_array_mut() {
+            for name in ["traceparent", "X-Request-Id"] {
+                parameters.push(json!({ "$ref": format!("#/components/parameters/{name}") }));
+            }
+        }
+        let answers = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|answers| answers.values_mut());
+        for answer in answers {
+            add_headers(answer);
         }
     }
 }

@@ -20,7 +20,7 @@ use tasksync_shared::{
     Operation, OutcomeReport,
     model::to_db_precision,
     operation::ItemStatus,
-    sync::{ItemError, Processed, PushResponse},
+    sync::{ItemError, Processed, PushResponse, item_code},
 };
 use uuid::Uuid;
 
@@ -180,6 +180,9 @@ fn not_accepted(error: PublishError) -> ApiError {
     }
 }
 
+/// The code of an item refused before publishing (it breaks a rule).
+const INVALID: &str = "invalid_request";
+
 fn answer(
     read: &[Result<Operation, BadItem>],
     outcomes: &HashMap<Uuid, OutcomeReport>,
@@ -197,6 +200,7 @@ fn answer(
                     status: ItemStatus::Error,
                     resolved_data: None,
                     error: Some(bad.error.clone()),
+                    code: Some(INVALID.into()),
                 },
                 Ok(op) => decided(op, outcomes.get(&op.op_id)),
             };
@@ -208,6 +212,7 @@ fn answer(
                         Err(bad) => bad.operation.clone(),
                     },
                     error: error.clone(),
+                    code: slot.code.clone().unwrap_or_else(|| INVALID.into()),
                     timestamp: server_time,
                 });
             }
@@ -238,10 +243,12 @@ fn decided(op: &Operation, report: Option<&OutcomeReport>) -> Processed {
             status: ItemStatus::Pending,
             resolved_data: None,
             error: None,
+            code: None,
         };
     };
-    let error = (report.status == ItemStatus::Error)
-        .then(|| report.error.clone().unwrap_or_else(|| "rejected".into()));
+    let failed = report.status == ItemStatus::Error;
+    let error = failed.then(|| report.error.clone().unwrap_or_else(|| "rejected".into()));
+    let code = failed.then(|| item_code(report.rejection).to_string());
     let task = (report.status != ItemStatus::Error)
         .then(|| report.task.clone())
         .flatten();
@@ -252,5 +259,6 @@ fn decided(op: &Operation, report: Option<&OutcomeReport>) -> Processed {
         status: report.status,
         resolved_data: task,
         error,
+        code,
     }
 }

@@ -43,6 +43,9 @@ pub struct Verdict {
     pub error: Option<String>,
     /// Why an `error` can never apply, when known (not stored in the log).
     pub rejection: Option<Rejection>,
+    /// The outcome was already decided (in the log, or by an earlier copy in the batch): this
+    /// verdict repeats it.
+    pub repeat: bool,
 }
 
 impl Verdict {
@@ -51,6 +54,7 @@ impl Verdict {
             status: OutcomeStatus::Error,
             error: Some(error),
             rejection: Some(rejection),
+            repeat: false,
         }
     }
 
@@ -119,6 +123,7 @@ pub fn decide<'a>(
                     status: logged.status,
                     error: logged.error.clone(),
                     rejection: None,
+                    repeat: true,
                 }
             }
             (None, logged) => {
@@ -159,7 +164,10 @@ fn repeat_in_batch(op: &Operation, first: &Operation, verdict: &Verdict) -> Verd
     if first.user_id != op.user_id {
         Verdict::not_found()
     } else if Fingerprint::of(op).matches(&Fingerprint::of(first)) {
-        verdict.clone()
+        Verdict {
+            repeat: true,
+            ..verdict.clone()
+        }
     } else {
         Verdict::rejected(Rejection::OpIdReused, reused_message(op.op_id))
     }
@@ -212,6 +220,7 @@ fn decide_new<'a>(
                 },
                 error: None,
                 rejection: None,
+                repeat: false,
             }
         }
         // Every valid operation's task is read (stored or not); not reached.

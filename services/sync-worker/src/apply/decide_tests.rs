@@ -227,6 +227,7 @@ fn an_item_pushed_again_with_a_clamped_stamp_is_the_same_operation() {
         .insert(first.op_id, logged(&first, OutcomeStatus::Conflict));
     let plan = run.decide();
     assert_eq!(plan.verdicts[0].status, OutcomeStatus::Conflict);
+    assert!(plan.verdicts[0].repeat, "answered from the log");
     assert_eq!(rejections(&plan), [None]);
 }
 
@@ -240,7 +241,16 @@ fn an_op_id_met_twice_in_one_batch_is_decided_once_unless_its_content_differs() 
     stolen.user_id = "mallory".into();
     let ops = [create.clone(), create.clone(), reused, stolen];
     let plan = Run::new(&ops, vec![row(task, ME, &[])]).decide();
-    assert_eq!(plan.verdicts[1], plan.verdicts[0]);
+    // The copy repeats the first decision, and says so (counted once, by outcome).
+    assert_eq!(
+        plan.verdicts[1],
+        Verdict {
+            repeat: true,
+            ..plan.verdicts[0].clone()
+        }
+    );
+    let repeats: Vec<bool> = plan.verdicts.iter().map(|v| v.repeat).collect();
+    assert_eq!(repeats, [false, true, false, false]);
     assert_eq!(
         rejections(&plan),
         [

@@ -45,5 +45,6 @@ fn report(op: &Operation, verdict: &Verdict, shown: Option<&Shown>) -> OutcomeRe
         error: verdict.error.clone(),
         rejection: verdict.rejection,
         task,
+        repeat: verdict.repeat,
     }
 }

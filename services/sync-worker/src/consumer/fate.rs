@@ -147,6 +147,7 @@ mod tests {
             error: None,
             rejection: None,
             task: None,
+            repeat: false,
         }
     }
 

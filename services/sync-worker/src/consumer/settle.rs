@@ -169,5 +169,6 @@ fn parked_report(op: &Operation, reason: String) -> OutcomeReport {
         error: Some(reason),
         rejection: Some(Rejection::Failed),
         task: None,
+        repeat: false,
     }
 }

@@ -4,7 +4,10 @@
 //! [`super::settle`].
 
 use lapin::message::Delivery;
-use tasksync_shared::{Operation, OutcomeReport};
+use tasksync_shared::{
+    Operation, OutcomeReport,
+    telemetry::{export, traceparent::TraceParent},
+};
 use tracing::{Instrument, Span, field};
 
 use super::{
@@ -63,7 +66,8 @@ fn read(ctx: &Ctx<'_>, delivery: Delivery) -> Read {
     let decoded = Operation::decode(&delivery.data);
     let attempt = facts::attempt_of(&delivery.properties);
     let message_id = facts::message_id(decoded.as_ref().ok(), &delivery.properties, &delivery.data);
-    let span = delivery_span(decoded.as_ref().ok(), attempt, &message_id);
+    let trace = TraceParent::from_amqp_headers(delivery.properties.headers().as_ref());
+    let span = delivery_span(decoded.as_ref().ok(), attempt, &message_id, trace.as_ref());
     let unreadable = decoded.as_ref().err().map(ToString::to_string);
     let triaged = fate::triage(&Facts {
         unreadable: unreadable.as_deref(),
@@ -99,8 +103,14 @@ fn read(ctx: &Ctx<'_>, delivery: Delivery) -> Read {
 
 /// A root span, entered wherever the delivery is worked on (step and settle), so that one
 /// operation can be followed through the logs by its op id, and by the trace id of the request
-/// that published it (`traceparent` header; retry and parked copies keep it).
-fn delivery_span(op: Option<&Operation>, attempt: Attempt, message_id: &str) -> Span {
+/// that published it (`traceparent` header; retry and parked copies keep it). Exported spans
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`) continue that trace too.
+fn delivery_span(
+    op: Option<&Operation>,
+    attempt: Attempt,
+    message_id: &str,
+    trace: Option<&TraceParent>,
+) -> Span {
     let span = tracing::info_span!(
         parent: None,
         "delivery",
@@ -111,6 +121,10 @@ fn delivery_span(op: Option<&Operation>, attempt: Attempt, message_id: &str) -> 
         message_id = field::Empty,
         trace_id = attempt.trace_id.map(field::display),
     );
+    if let Some(trace) = trace {
+        // Without an exporter there is nothing to continue: the log fields carry the trace.
+        let _ = export::continue_trace(&span, Some(trace));
+    }
     match op {
         Some(op) => {
             span.record("op_id", field::display(op.op_id));
