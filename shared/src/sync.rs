@@ -17,6 +17,9 @@ pub struct PushRequest {
     pub items: Vec<PushItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_timestamp: Option<DateTime<Utc>>,
+    /// The pushing device's name, as the `Device-Id` header would give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 /// One queued operation. `id` is the op id, the idempotency key: kept across every retry.
@@ -121,6 +124,47 @@ pub struct OperationStatus {
     /// The caller's task as it is now (null when it does not exist for the caller).
     pub resolved_data: Option<Task>,
     pub server_time: DateTime<Utc>,
+}
+
+/// One side of a conflict: a value of the field, the stamp of the write that set it (or tried
+/// to), and the device that pushed that write when it named itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConflictSide {
+    /// A string for `title`, a string or null for `description`, a boolean for `completed`
+    /// and `deleted`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: serde_json::Value,
+    /// The write's last-write-wins time.
+    pub at: DateTime<Utc>,
+    pub op_id: Uuid,
+    /// From the operation log; null when the write named no device (or its log row was pruned).
+    pub device_id: Option<String>,
+}
+
+/// A field a write lost: its stamp was older than the stored one and the values differed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConflictRecord {
+    pub task_id: Uuid,
+    /// `title`, `description`, `completed` or `deleted`.
+    pub field: String,
+    /// The value that stayed, and the later write that set it.
+    pub kept: ConflictSide,
+    /// The value of the arriving write that lost.
+    pub lost: ConflictSide,
+    /// When the worker decided the losing write.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `GET /api/tasks/{id}/conflicts`: one page of a task's conflict history, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConflictsPage {
+    pub conflicts: Vec<ConflictRecord>,
+    /// Where the next (older) page starts; null when this page is the last.
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
 }
 
 #[cfg(test)]

@@ -473,6 +473,7 @@ fn operation(user: &str, task_id: Uuid, kind: OpKind, fields: OperationFields) -
         received_at: now,
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 
