@@ -157,6 +157,37 @@ pub struct ConflictRecord {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The select list and joins that [`ConflictRecord::from_row`] reads, over `task_conflicts c`;
+/// the devices come from the operation log. Callers add `WHERE`, `ORDER BY c.id DESC` and
+/// `LIMIT`.
+pub const CONFLICT_SELECT: &str = "SELECT c.id, c.task_id, c.user_id, c.field, c.kept_value, \
+       c.kept_at, c.kept_op, c.lost_value, c.lost_at, c.lost_op, c.recorded_at, \
+       ko.device_id AS kept_device, lo.device_id AS lost_device \
+     FROM task_conflicts c \
+     LEFT JOIN operations ko ON ko.op_id = c.kept_op \
+     LEFT JOIN operations lo ON lo.op_id = c.lost_op";
+
+impl ConflictRecord {
+    /// A row of [`CONFLICT_SELECT`].
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        let side = |kind: &str| -> Result<ConflictSide, tokio_postgres::Error> {
+            Ok(ConflictSide {
+                value: row.try_get(format!("{kind}_value").as_str())?,
+                at: row.try_get(format!("{kind}_at").as_str())?,
+                op_id: row.try_get(format!("{kind}_op").as_str())?,
+                device_id: row.try_get(format!("{kind}_device").as_str())?,
+            })
+        };
+        Ok(Self {
+            task_id: row.try_get("task_id")?,
+            field: row.try_get("field")?,
+            kept: side("kept")?,
+            lost: side("lost")?,
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+}
+
 /// `GET /api/tasks/{id}/conflicts`: one page of a task's conflict history, newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -18,6 +18,8 @@ use uuid::Uuid;
 mod convergence;
 #[path = "sync/feed.rs"]
 mod feed;
+#[path = "sync/history.rs"]
+mod history;
 
 fn an_hour_ago() -> DateTime<Utc> {
     Utc::now() - Delta::hours(1)
