@@ -47,6 +47,44 @@ pub fn pending(pushed: i64, applied: i64, conflicted: i64, failed: i64, duplicat
         .max(0)
 }
 
+/// The columns [`figures_from_row`] reads.
+pub const DEVICE_COLUMNS: &str = "user_id, device_id, first_seen_at, last_seen_at, \
+     last_push_at, ops_pushed, last_pull_at, last_pull_cursor, ops_applied, ops_conflicted, \
+     ops_failed, ops_duplicate, last_decided_at";
+
+/// A device's row as its figures, with `pending` derived and the pull lag as of `now`.
+pub fn figures_from_row(
+    row: &tokio_postgres::Row,
+    now: DateTime<Utc>,
+) -> Result<DeviceFigures, tokio_postgres::Error> {
+    let count = |name: &str| row.try_get::<_, i64>(name);
+    let (pushed, applied, conflicted, failed, duplicate) = (
+        count("ops_pushed")?,
+        count("ops_applied")?,
+        count("ops_conflicted")?,
+        count("ops_failed")?,
+        count("ops_duplicate")?,
+    );
+    let last_pull_at: Option<DateTime<Utc>> = row.try_get("last_pull_at")?;
+    Ok(DeviceFigures {
+        device_id: row.try_get("device_id")?,
+        user_id: row.try_get("user_id")?,
+        first_seen_at: row.try_get("first_seen_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        last_push_at: row.try_get("last_push_at")?,
+        ops_pushed: pushed,
+        ops_applied: applied,
+        ops_conflicted: conflicted,
+        ops_failed: failed,
+        ops_duplicate: duplicate,
+        pending: pending(pushed, applied, conflicted, failed, duplicate),
+        last_decided_at: row.try_get("last_decided_at")?,
+        last_pull_at,
+        last_pull_cursor: row.try_get("last_pull_cursor")?,
+        pull_lag_seconds: last_pull_at.map(|at| (now - at).num_seconds().max(0)),
+    })
+}
+
 /// One device of a user, with its figures (`GET /api/devices`, `taskctl devices`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
