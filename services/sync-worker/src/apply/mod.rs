@@ -10,7 +10,7 @@
 //!    then [`report`] (pure). Besides the tasks and the log, the plan holds the fields that
 //!    new decisions lost (the conflict history) and what the batch settled per device.
 //!
-//! With `BEGIN` and `COMMIT`, a batch costs at most five round trips whatever its size (a batch
+//! With `BEGIN` and `COMMIT`, a batch costs five round trips whatever its size (a batch
 //! of creates, or of updates: `BEGIN`, the statements, `COMMIT`); a statement with nothing to
 //! do is not sent. Every statement is prepared once per connection: the first batch on a
 //! connection adds one round trip to each of the three stages that talk to Postgres.
