@@ -34,7 +34,11 @@ async fn conflicts_lists_the_lost_field_with_both_values_and_devices() {
         .await;
     assert_eq!(first.status, 200, "{first:?}");
     let second = api
-        .push_to("/sync", &[lost.clone()], &[("Device-Id", "phone")])
+        .push_to(
+            "/sync",
+            std::slice::from_ref(&lost),
+            &[("Device-Id", "phone")],
+        )
         .await;
     assert_eq!(second.status, 200, "{second:?}");
     stack.settle(&[op_id(&kept), op_id(&lost)]).await;
