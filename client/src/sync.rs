@@ -114,6 +114,7 @@ async fn push(
             let request = PushRequest {
                 items: batch.iter().map(|op| op.item()).collect(),
                 client_timestamp: Some(Utc::now()),
+                device_id: None,
             };
             let answer = match remote.push(&request).await {
                 Err(RemoteError::Status { status: 413, .. }) if batch_size > 1 => {

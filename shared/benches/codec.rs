@@ -24,6 +24,7 @@ fn operation(kind: OpKind, fields: OperationFields) -> Operation {
         received_at: now,
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 

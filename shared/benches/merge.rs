@@ -40,6 +40,7 @@ fn operation(task: Uuid, kind: OpKind, minutes: i64) -> Operation {
         received_at: at,
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 

@@ -137,6 +137,7 @@ mod tests {
             received_at: at(secs),
             if_absent: false,
             if_match: None,
+            device_id: None,
         };
         state.apply(&Write::from_operation(&op));
     }

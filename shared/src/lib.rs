@@ -20,6 +20,7 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod device;
 pub mod etag;
 pub mod failure;
 pub mod merge;

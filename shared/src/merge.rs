@@ -79,34 +79,97 @@ impl Write {
     }
 }
 
+/// A mergeable field, as the conflict history names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    Title,
+    Description,
+    Completed,
+    /// The deleted flag (`is_deleted`).
+    Deleted,
+}
+
+impl Field {
+    pub const ALL: [Self; 4] = [
+        Self::Title,
+        Self::Description,
+        Self::Completed,
+        Self::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Title => "title",
+            Self::Description => "description",
+            Self::Completed => "completed",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    /// The field [`Field::as_str`] spells `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// A field a write lost: its stamp is older than the stored one and the values differ. The
+/// write's own stamp is the [`Write::stamp`] that was applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    pub field: Field,
+    /// The value that stays, and the stamp of the write that set it.
+    pub kept: Register<serde_json::Value>,
+    /// The value the write wanted.
+    pub lost: serde_json::Value,
+}
+
 /// What applying one write did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Merged {
     /// Every field the write set shows the value it wrote (it won them, had won them before,
     /// or a later write set the same value). `false` is a conflict.
     pub won_all: bool,
     /// The state changed.
     pub changed: bool,
+    /// The fields it lost, in [`Field::ALL`] order: empty exactly when `won_all`.
+    pub lost: Vec<Lost>,
 }
 
-/// Sets `register` to `value` if `stamp` is not older than its stamp. Returns (held, changed):
-/// a write holds a field it lost to a later write of the same value, since what it wrote
-/// stands.
-fn offer<T: PartialEq>(
+/// What offering a value to one register did.
+enum Offer {
+    /// Written, or held already (the same stamp, or a later write of the same value).
+    Held { changed: bool },
+    /// A later write holds another value.
+    Lost(Register<serde_json::Value>, serde_json::Value),
+}
+
+/// Sets `register` to `value` if `stamp` is not older than its stamp. A write holds a field it
+/// lost to a later write of the same value, since what it wrote stands.
+fn offer<T: PartialEq + Into<serde_json::Value> + Clone>(
     register: &mut Option<Register<T>>,
     value: Option<T>,
     stamp: Stamp,
-) -> (bool, bool) {
+) -> Offer {
     let Some(value) = value else {
-        return (true, false);
+        return Offer::Held { changed: false };
     };
     match register {
-        Some(current) if current.stamp > stamp => (current.value == value, false),
+        Some(current) if current.stamp > stamp => {
+            if current.value == value {
+                Offer::Held { changed: false }
+            } else {
+                let kept = Register {
+                    value: current.value.clone().into(),
+                    stamp: current.stamp,
+                };
+                Offer::Lost(kept, value.into())
+            }
+        }
         // The same stamp is the same operation seen again: it holds the field already.
-        Some(current) if current.stamp == stamp => (true, false),
+        Some(current) if current.stamp == stamp => Offer::Held { changed: false },
         _ => {
             *register = Some(Register { value, stamp });
-            (true, true)
+            Offer::Held { changed: true }
         }
     }
 }
@@ -115,19 +178,38 @@ impl TaskState {
     /// Applies one write under last-write-wins.
     pub fn apply(&mut self, write: &Write) -> Merged {
         let s = write.stamp;
-        let results = [
-            offer(&mut self.title, write.title.clone(), s),
-            offer(&mut self.description, write.description.clone(), s),
-            offer(&mut self.completed, write.completed, s),
-            offer(&mut self.deleted, write.deleted, s),
+        let offers = [
+            (Field::Title, offer(&mut self.title, write.title.clone(), s)),
+            (
+                Field::Description,
+                offer(&mut self.description, write.description.clone(), s),
+            ),
+            (
+                Field::Completed,
+                offer(&mut self.completed, write.completed, s),
+            ),
+            (Field::Deleted, offer(&mut self.deleted, write.deleted, s)),
         ];
         let earlier = self.created_at.is_none_or(|c| s.at < c);
         if earlier {
             self.created_at = Some(s.at);
         }
+        let mut changed = earlier;
+        let mut lost = Vec::new();
+        for (field, offered) in offers {
+            match offered {
+                Offer::Held { changed: c } => changed |= c,
+                Offer::Lost(kept, value) => lost.push(Lost {
+                    field,
+                    kept,
+                    lost: value,
+                }),
+            }
+        }
         Merged {
-            won_all: results.iter().all(|(held, _)| *held),
-            changed: earlier || results.iter().any(|(_, changed)| *changed),
+            won_all: lost.is_empty(),
+            changed,
+            lost,
         }
     }
 
@@ -171,6 +253,7 @@ mod tests {
             received_at: at(secs),
             if_absent: false,
             if_match: None,
+            device_id: None,
         }
     }
 
@@ -230,6 +313,70 @@ mod tests {
         assert!(merged[1].won_all);
         assert!(!merged[2].won_all);
         assert!(!merged[2].changed);
+    }
+
+    #[test]
+    fn a_lost_field_names_the_kept_value_and_stamp_and_the_lost_value() {
+        let (_, merged) = apply_all(&[
+            op(1, OpKind::Create, 0, title("a")),
+            op(2, OpKind::Update, 10, title("late")),
+            op(
+                3,
+                OpKind::Update,
+                5,
+                OperationFields {
+                    title: Some("early".into()),
+                    completed: Some(true),
+                    ..Default::default()
+                },
+            ),
+        ]);
+        assert_eq!(
+            merged[2].lost,
+            [Lost {
+                field: Field::Title,
+                kept: Register {
+                    value: "late".into(),
+                    stamp: Stamp {
+                        at: at(10),
+                        op_id: Uuid::from_u128(2),
+                    },
+                },
+                lost: "early".into(),
+            }],
+            "completed won, so only the title is lost"
+        );
+        assert!(merged[1].lost.is_empty() && merged[0].lost.is_empty());
+        // A later write of the same value is no loss; a cleared description is JSON null.
+        let clear = |n, secs, d: Option<&str>| {
+            op(
+                n,
+                OpKind::Update,
+                secs,
+                OperationFields {
+                    description: Some(d.map(str::to_string)),
+                    ..Default::default()
+                },
+            )
+        };
+        let (_, merged) = apply_all(&[
+            clear(1, 10, None),
+            clear(2, 5, None),
+            clear(3, 4, Some("x")),
+        ]);
+        assert!(merged[1].lost.is_empty() && merged[1].won_all);
+        assert_eq!(merged[2].lost.len(), 1);
+        assert_eq!(merged[2].lost[0].field, Field::Description);
+        assert_eq!(merged[2].lost[0].kept.value, serde_json::Value::Null);
+        assert_eq!(merged[2].lost[0].lost, serde_json::json!("x"));
+    }
+
+    #[test]
+    fn field_names_read_back() {
+        for field in Field::ALL {
+            assert_eq!(Field::parse(field.as_str()), Some(field));
+        }
+        assert_eq!(Field::parse("is_deleted"), None);
     }
 
     #[test]
@@ -317,6 +464,13 @@ mod tests {
             .collect()
     }
 
+    fn json<T: Into<serde_json::Value>>(r: Register<T>) -> Register<serde_json::Value> {
+        Register {
+            value: r.value.into(),
+            stamp: r.stamp,
+        }
+    }
+
     proptest! {
         #[test]
         fn any_order_and_duplication_give_the_same_task(
@@ -383,7 +537,29 @@ mod tests {
             for w in writes.iter().filter(|w| w.stamp != me.stamp) {
                 state.apply(w);
             }
-            prop_assert_eq!(state.apply(&me).won_all, !lost);
+            let merged = state.apply(&me);
+            prop_assert_eq!(merged.won_all, !lost);
+            // It lost exactly the fields it wrote that the final task shows otherwise, each
+            // with the final register as the kept value and stamp.
+            let expected: Vec<Lost> = [
+                (Field::Title, me.title.clone().map(Into::into), last.title.clone().map(json)),
+                (
+                    Field::Description,
+                    me.description.clone().map(Into::into),
+                    last.description.clone().map(json),
+                ),
+                (Field::Completed, me.completed.map(Into::into), last.completed.clone().map(json)),
+                (Field::Deleted, me.deleted.map(Into::into), last.deleted.clone().map(json)),
+            ]
+            .into_iter()
+            .filter_map(|(field, mine, kept)| match (mine, kept) {
+                (Some(mine), Some(kept)) if mine != kept.value => {
+                    Some(Lost { field, kept, lost: mine })
+                }
+                _ => None,
+            })
+            .collect();
+            prop_assert_eq!(merged.lost, expected);
         }
     }
 }

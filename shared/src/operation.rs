@@ -118,6 +118,11 @@ pub struct Operation {
     /// messages of pushes, of writes without the header and of older apis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_match: Option<String>,
+    /// The device that pushed it (`Device-Id` header or the push's `device_id`, checked by
+    /// [`crate::device::check_device_id`]), written to the operation log and counted in the
+    /// device's figures. Absent when the client did not name itself, and in older messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 impl Operation {
@@ -340,6 +345,7 @@ mod tests {
             received_at: now,
             if_absent: false,
             if_match: None,
+            device_id: None,
         }
     }
 
@@ -353,12 +359,15 @@ mod tests {
         assert!(!text.contains("\"title\""), "{text}");
         assert_eq!(Operation::decode(&body).unwrap(), op);
         assert!(
-            !text.contains("if_absent") && !text.contains("if_match"),
+            !text.contains("if_absent")
+                && !text.contains("if_match")
+                && !text.contains("device_id"),
             "a push's message is as before: {text}"
         );
         let exclusive = Operation {
             if_absent: true,
             if_match: Some("\"abc\", \"def\"".into()),
+            device_id: Some("phone-1".into()),
             ..op
         };
         assert_eq!(

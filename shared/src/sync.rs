@@ -17,6 +17,9 @@ pub struct PushRequest {
     pub items: Vec<PushItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_timestamp: Option<DateTime<Utc>>,
+    /// The pushing device's name, as the `Device-Id` header would give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 /// One queued operation. `id` is the op id, the idempotency key: kept across every retry.
@@ -172,6 +175,78 @@ pub struct OperationStatus {
     /// The caller's task as it is now (null when it does not exist for the caller).
     pub resolved_data: Option<Task>,
     pub server_time: DateTime<Utc>,
+}
+
+/// One side of a conflict: a value of the field, the stamp of the write that set it (or tried
+/// to), and the device that pushed that write when it named itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConflictSide {
+    /// A string for `title`, a string or null for `description`, a boolean for `completed`
+    /// and `deleted`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: serde_json::Value,
+    /// The write's last-write-wins time.
+    pub at: DateTime<Utc>,
+    pub op_id: Uuid,
+    /// From the operation log; null when the write named no device (or its log row was pruned).
+    pub device_id: Option<String>,
+}
+
+/// A field a write lost: its stamp was older than the stored one and the values differed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConflictRecord {
+    pub task_id: Uuid,
+    /// `title`, `description`, `completed` or `deleted`.
+    pub field: String,
+    /// The value that stayed, and the later write that set it.
+    pub kept: ConflictSide,
+    /// The value of the arriving write that lost.
+    pub lost: ConflictSide,
+    /// When the worker decided the losing write.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The select list and joins that [`ConflictRecord::from_row`] reads, over `task_conflicts c`;
+/// the devices come from the operation log. Callers add `WHERE`, `ORDER BY c.id DESC` and
+/// `LIMIT`.
+pub const CONFLICT_SELECT: &str = "SELECT c.id, c.task_id, c.user_id, c.field, c.kept_value, \
+       c.kept_at, c.kept_op, c.lost_value, c.lost_at, c.lost_op, c.recorded_at, \
+       ko.device_id AS kept_device, lo.device_id AS lost_device \
+     FROM task_conflicts c \
+     LEFT JOIN operations ko ON ko.op_id = c.kept_op \
+     LEFT JOIN operations lo ON lo.op_id = c.lost_op";
+
+impl ConflictRecord {
+    /// A row of [`CONFLICT_SELECT`].
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        let side = |kind: &str| -> Result<ConflictSide, tokio_postgres::Error> {
+            Ok(ConflictSide {
+                value: row.try_get(format!("{kind}_value").as_str())?,
+                at: row.try_get(format!("{kind}_at").as_str())?,
+                op_id: row.try_get(format!("{kind}_op").as_str())?,
+                device_id: row.try_get(format!("{kind}_device").as_str())?,
+            })
+        };
+        Ok(Self {
+            task_id: row.try_get("task_id")?,
+            field: row.try_get("field")?,
+            kept: side("kept")?,
+            lost: side("lost")?,
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+}
+
+/// `GET /api/tasks/{id}/conflicts`: one page of a task's conflict history, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConflictsPage {
+    pub conflicts: Vec<ConflictRecord>,
+    /// Where the next (older) page starts; null when this page is the last.
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
 }
 
 #[cfg(test)]

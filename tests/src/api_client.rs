@@ -170,6 +170,23 @@ impl ApiClient {
         self.get(&path).await
     }
 
+    /// `GET /api/devices`.
+    pub async fn devices(&self) -> Reply {
+        self.get("/devices").await
+    }
+
+    /// `GET /api/tasks/{id}/conflicts?{query}`.
+    pub async fn conflicts(&self, task: &str, query: &str) -> Reply {
+        self.get(&format!("/tasks/{task}/conflicts?{query}")).await
+    }
+
+    /// `GET /api/changes` from the device `device` (`Device-Id`).
+    pub async fn changes_from(&self, device: &str, since: &str) -> Reply {
+        let path = format!("/changes?since={since}");
+        self.request(Method::GET, &path, None, &[("Device-Id", device)])
+            .await
+    }
+
     /// `GET /api/sync/operations/{op_id}`.
     pub async fn operation(&self, op_id: &str) -> Reply {
         self.get(&format!("/sync/operations/{op_id}")).await

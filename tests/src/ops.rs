@@ -22,6 +22,7 @@ pub fn operation(
         received_at: at,
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 

@@ -18,6 +18,8 @@ use uuid::Uuid;
 mod convergence;
 #[path = "sync/feed.rs"]
 mod feed;
+#[path = "sync/history.rs"]
+mod history;
 
 fn an_hour_ago() -> DateTime<Utc> {
     Utc::now() - Delta::hours(1)
@@ -600,6 +602,7 @@ async fn another_users_task_id_is_an_error_that_reveals_nothing_and_stays_out_of
         received_at: at,
         if_absent: false,
         if_match: None,
+        device_id: None,
     };
     sync_worker::apply::apply_first_attempts(&stack.db, std::slice::from_ref(&theirs))
         .await

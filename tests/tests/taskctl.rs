@@ -18,6 +18,8 @@ use tasksync_tests::{
 };
 use uuid::Uuid;
 
+#[path = "taskctl/history.rs"]
+mod history;
 #[path = "taskctl/standing.rs"]
 mod standing;
 

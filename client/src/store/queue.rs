@@ -106,6 +106,7 @@ impl QueuedOp {
             received_at: at,
             if_absent: false,
             if_match: None,
+            device_id: None,
         })
     }
 }

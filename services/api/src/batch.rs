@@ -92,6 +92,7 @@ fn parse(
         // A pushed create merges under last-write-wins with what exists.
         if_absent: false,
         if_match: None,
+        device_id: None,
     })
 }
 

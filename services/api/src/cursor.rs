@@ -12,6 +12,9 @@
 //! - [`ListPosition`]: `(created_at, task id)` of the last task listed, `created_at` in
 //!   microseconds since the epoch (Postgres' own precision, so the keyset compares exactly).
 //!
+//! - [`ConflictPosition`]: the record id of the last conflict served (newest first), and the
+//!   task whose history it is.
+//!
 //! [`page_limit`] reads the `limit` parameter both reads take.
 
 use std::fmt::Write as _;
@@ -23,6 +26,7 @@ use crate::error::ApiError;
 
 const CHANGES_VERSION: u8 = 1;
 const LIST_VERSION: u8 = 2;
+const CONFLICTS_VERSION: u8 = 3;
 const BYTES: usize = 1 + 8 + 16;
 
 /// Where a page of the feed ends.
@@ -75,6 +79,30 @@ impl ListPosition {
         let (key, id) = decode(LIST_VERSION, cursor)?;
         let created_at = DateTime::from_timestamp_micros(i64::from_be_bytes(key))?;
         Some(Self { created_at, id })
+    }
+}
+
+/// Where a page of a task's conflict history (`GET /api/tasks/{id}/conflicts`) ends: the
+/// record id (`task_conflicts.id`) of its last, oldest record, and the task, so that a cursor
+/// of one task's history is refused for another's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConflictPosition {
+    pub record: i64,
+    pub task: Uuid,
+}
+
+impl ConflictPosition {
+    pub fn encode(self) -> String {
+        encode(CONFLICTS_VERSION, self.record.to_be_bytes(), self.task)
+    }
+
+    /// Reads a conflicts cursor this api handed out; `None` when it is not one.
+    pub fn decode(cursor: &str) -> Option<Self> {
+        let (key, task) = decode(CONFLICTS_VERSION, cursor)?;
+        Some(Self {
+            record: i64::from_be_bytes(key),
+            task,
+        })
     }
 }
 
@@ -182,5 +210,17 @@ mod tests {
         assert_eq!(ListPosition::decode(&feed), None);
         assert_eq!(Position::decode(&list), None);
         assert_eq!(ListPosition::decode(""), None);
+        let conflicts = ConflictPosition {
+            record: 10_000,
+            task: Uuid::new_v4(),
+        };
+        assert_eq!(
+            ConflictPosition::decode(&conflicts.encode()),
+            Some(conflicts)
+        );
+        assert_eq!(ConflictPosition::decode(&feed), None);
+        assert_eq!(ConflictPosition::decode(&list), None);
+        assert_eq!(Position::decode(&conflicts.encode()), None);
+        assert_eq!(ConflictPosition::decode(""), None);
     }
 }

@@ -10,9 +10,11 @@
 //! - [`server`]: the HTTP/1.1 connection loop (header timeout, connection cap, graceful
 //!   shutdown); [`limits`]: per-request limits (early 413, request deadline);
 //! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, operation
-//!   status, status, health);
+//!   status, conflict history, devices, status, health);
 //! - [`batch`]: reading the items of an offline push one by one;
-//! - [`cursor`]: the opaque cursors of the changes feed and the task list;
+//! - [`cursor`]: the opaque cursors of the changes feed, the task list and conflict history;
+//! - [`device`]: the `Device-Id` header (checked on every route) and what is recorded of
+//!   devices' pushes and pulls;
 //! - [`broker`]: publishing with confirms, receiving outcomes, sampling queue depths;
 //! - [`storage`]: all SQL (reads only);
 //! - [`auth`]: bearer-token authentication (or development mode), the layer that says which
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod batch;
 pub mod broker;
 pub mod cursor;
+pub mod device;
 pub mod edge;
 pub mod error;
 pub mod extract;

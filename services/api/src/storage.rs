@@ -1,4 +1,5 @@
-//! All SQL of the api. It only reads: the worker is the only writer of tasks.
+//! All SQL of the api. It reads, and writes only what it records of devices (their pushes and
+//! pulls, [`devices`]): the worker is the only writer of tasks and of the operation log.
 //!
 //! Statements are prepared once per pooled connection (`prepare_cached`): a read is then one
 //! round trip (bind and execute) instead of two, and Postgres parses it once.
@@ -17,6 +18,8 @@ use uuid::Uuid;
 
 use crate::{cursor::Position, error::ApiError};
 
+pub mod conflicts;
+pub mod devices;
 mod list;
 mod operations;
 

@@ -125,6 +125,7 @@ fn operation(task_id: Uuid, kind: OpKind, title: String) -> Operation {
         received_at: at,
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 

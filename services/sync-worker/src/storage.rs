@@ -3,7 +3,10 @@
 //! - [`tasks`]: the task rows (lock without writing, read, insert or update);
 //! - [`log`]: the operation log (read, record, forget replayed errors, resolve failure records).
 //!
-//! The functions of both work inside the apply step's transaction; each of their statements is
+//! - [`conflicts`]: the conflict history (fields arriving writes lost), and its pruning;
+//! - [`devices`]: the devices' decided counts.
+//!
+//! The functions of these work inside the apply step's transaction; each of their statements is
 //! sent once per batch (not at all when it has nothing to do), whatever the size of the batch.
 //! - [`heartbeat`]: the worker's row of work in flight, written every second for `/api/status`;
 //! - [`failures`]: failure records, written outside the apply transaction, each write one round
@@ -13,6 +16,8 @@
 //! trip; statements that do not depend on each other's answers are sent together (pipelined:
 //! the server runs them one after another, in the order sent).
 
+pub mod conflicts;
+mod devices;
 pub mod failures;
 pub mod heartbeat;
 mod log;
@@ -20,6 +25,8 @@ mod tasks;
 
 use tokio_postgres::error::SqlState;
 
+pub use conflicts::{Conflict, prune_conflicts, record_conflicts};
+pub use devices::{DeviceTally, count_decisions};
 pub use log::{Decision, Logged, logged_operations, write_decisions};
 pub use tasks::{LockedTask, lock_key, lock_tasks, read_tasks, save_tasks};
 

@@ -114,6 +114,7 @@ fn build(spec: &Spec, tasks: &[Uuid], t0: DateTime<Utc>) -> (Value, Operation) {
         received_at: at,
         if_absent: false,
         if_match: None,
+        device_id: None,
     };
     (item, op)
 }

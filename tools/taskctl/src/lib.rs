@@ -2,8 +2,8 @@
 //! (`DATABASE_URL`, `AMQP_URL`, `AMQP_PREFIX`, `AMQP_QUEUE_TYPE`, `RETRY_DELAYS_MS`).
 //!
 //! Layout: [`Cli`] (the commands), [`queues`] (depths), [`dlq`] (dead letters, one module per
-//! command), [`ops`] (where operations stand: `op`, `ops list`), [`records`] (every SQL
-//! statement), [`broker`] (AMQP, with errors in words),
+//! command), [`ops`] (where operations stand: `op`, `ops list`), [`devices`] (devices' sync
+//! health), [`conflicts`] (the conflict history), [`records`] (every SQL statement), [`broker`] (AMQP, with errors in words),
 //! [`error`] (exit codes), [`table`] (human output). Every command prints a table, or JSON with
 //! `--json`; prompts and errors go to stderr.
 //!
@@ -21,6 +21,8 @@
 //! (`op`: neither the operation log nor a failure record knows the op id).
 
 pub mod broker;
+pub mod conflicts;
+pub mod devices;
 pub mod dlq;
 pub mod error;
 pub mod ops;
@@ -82,6 +84,29 @@ pub enum Command {
     /// Operations that are not decided yet or never will be.
     #[command(subcommand)]
     Ops(Ops),
+    /// Devices that named themselves (`Device-Id`): pushes, pending, failures, the latest pull
+    /// and its lag; those with no pull within --stale-after are flagged stale.
+    Devices {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// A device with no pull for longer than this (or never) is stale: 90s, 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = devices::parse_age)]
+        stale_after: std::time::Duration,
+    },
+    /// The conflict history (fields writes lost), newest first, of one task or one user.
+    #[command(group(clap::ArgGroup::new("of").required(true).args(["task", "user"])))]
+    Conflicts {
+        /// One task's history.
+        #[arg(long)]
+        task: Option<uuid::Uuid>,
+        /// One user's history, over all their tasks.
+        #[arg(long)]
+        user: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+        limit: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +241,17 @@ pub async fn run(cli: Cli, settings: &Settings, io: Io<'_>) -> Result<(), CtlErr
                 limit,
             };
             ops::list::list(settings, &filter, cli.json, io.out).await
+        }
+        Command::Devices { user, stale_after } => {
+            devices::devices(settings, user.as_deref(), stale_after, cli.json, io.out).await
+        }
+        Command::Conflicts { task, user, limit } => {
+            let of = match (task, user) {
+                (Some(task), _) => records::ConflictsOf::Task(task),
+                (None, Some(user)) => records::ConflictsOf::User(user),
+                (None, None) => return Err(CtlError::Usage("give --task ID or --user U".into())),
+            };
+            conflicts::conflicts(settings, &of, limit, cli.json, io.out).await
         }
     }
 }

@@ -370,3 +370,70 @@ impl Records {
             .map_err(|e| CtlError::postgres("marking records purged", &e))
     }
 }
+
+/// Most rows `devices` lists.
+pub const MAX_DEVICES: i64 = 10_000;
+
+impl Records {
+    /// Every device (or one user's), by user, most recently seen first, with its figures as of
+    /// the database's clock.
+    pub async fn devices(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<tasksync_shared::device::DeviceFigures>, CtlError> {
+        use tasksync_shared::device::{DEVICE_COLUMNS, figures_from_row};
+        let doing = "reading devices";
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS}, now() AS now FROM devices \
+             WHERE ($1::text IS NULL OR user_id = $1) \
+             ORDER BY user_id, last_seen_at DESC, device_id LIMIT $2"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&user, &MAX_DEVICES])
+            .await
+            .map_err(|e| CtlError::postgres(doing, &e))?;
+        rows.iter()
+            .map(|row| figures_from_row(row, row.try_get("now")?))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(|e| CtlError::postgres(doing, &e))
+    }
+
+    /// The conflict history of one task or of one user's tasks, newest first, at most
+    /// `limit` records.
+    pub async fn conflicts(
+        &self,
+        of: &ConflictsOf,
+        limit: i64,
+    ) -> Result<Vec<tasksync_shared::sync::ConflictRecord>, CtlError> {
+        use tasksync_shared::sync::{CONFLICT_SELECT, ConflictRecord};
+        let doing = "reading the conflict history";
+        let client = self.client().await?;
+        // One statement per filter, so each is served by its own index, newest first.
+        let rows = match of {
+            ConflictsOf::Task(task) => {
+                let sql =
+                    format!("{CONFLICT_SELECT} WHERE c.task_id = $1 ORDER BY c.id DESC LIMIT $2");
+                client.query(&sql, &[task, &limit]).await
+            }
+            ConflictsOf::User(user) => {
+                let sql =
+                    format!("{CONFLICT_SELECT} WHERE c.user_id = $1 ORDER BY c.id DESC LIMIT $2");
+                client.query(&sql, &[user, &limit]).await
+            }
+        }
+        .map_err(|e| CtlError::postgres(doing, &e))?;
+        rows.iter()
+            .map(ConflictRecord::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(|e| CtlError::postgres(doing, &e))
+    }
+}
+
+/// Whose conflict history `conflicts` reads.
+#[derive(Clone, Debug)]
+pub enum ConflictsOf {
+    Task(Uuid),
+    User(String),
+}

@@ -84,6 +84,10 @@ pub struct PushRequest {
     items: Vec<PushItem>,
     /// The device's clock when it sent the push (informative).
     client_timestamp: Option<DateTime<Utc>>,
+    /// The pushing device's name (1 to 64 characters of `A-Z a-z 0-9 . _ : -`), as an
+    /// alternative to the `Device-Id` header; if both are given they must agree.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]{1,64}$")]
+    device_id: Option<String>,
 }
 
 /// One queued operation. A bad item is an `error` in its own slot; the others go on.

@@ -30,9 +30,9 @@ use tasksync_shared::{OpKind, SyncStatus, Task, operation::ItemStatus};
 use utoipa::{
     Modify, OpenApi,
     openapi::{
-        Ref, RefOr,
-        path::{Operation, ParameterIn, PathItem},
-        schema::{Schema, SchemaType, Type},
+        Ref, RefOr, Required,
+        path::{Operation, Parameter, ParameterIn, PathItem},
+        schema::{Object, Schema, SchemaType, Type},
         security::{Http, HttpAuthScheme, SecurityScheme},
     },
 };
@@ -43,7 +43,7 @@ pub use page::{docs_asset, docs_page};
 use crate::{
     auth::middleware::is_protected,
     error::ApiError,
-    routes::{changes, health, operations, status, sync, tasks},
+    routes::{changes, conflicts, devices, health, operations, status, sync, tasks},
 };
 
 /// The document: every route of [`crate::routes::router`].
@@ -68,8 +68,10 @@ use crate::{
         tasks::update,
         tasks::patch,
         tasks::delete,
+        conflicts::conflicts,
         sync::push,
         changes::changes,
+        devices::devices,
         operations::operation,
         status::status,
         health::health,
@@ -133,6 +135,9 @@ impl Modify for Conventions {
         for (path, item) in doc.paths.paths.iter_mut() {
             let protected = is_protected(path);
             for operation in operations(item) {
+                if protected {
+                    device_header(operation);
+                }
                 never_null_headers(operation);
                 let mut shared = vec![("414", "UriTooLong"), ("503", "Unavailable")];
                 if protected {
@@ -151,6 +156,33 @@ impl Modify for Conventions {
             }
         }
     }
+}
+
+/// The `Device-Id` header, checked on every `/api` route, documented on the protected ones
+/// that answer 400 (those without it in their own parameters get this general description).
+fn device_header(operation: &mut Operation) {
+    if !operation.responses.responses.contains_key("400") {
+        return;
+    }
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    if parameters.iter().any(|p| p.name == "Device-Id") {
+        return;
+    }
+    let mut schema = Object::with_type(Type::String);
+    schema.min_length = Some(1);
+    schema.max_length = Some(64);
+    schema.pattern = Some("^[A-Za-z0-9._:-]{1,64}$".into());
+    let mut parameter = Parameter::new("Device-Id");
+    parameter.parameter_in = ParameterIn::Header;
+    parameter.required = Required::False;
+    parameter.description = Some(
+        "The calling device's name (1 to 64 characters of `A-Z a-z 0-9 . _ : -`; otherwise \
+         400). A write carries it to the operation log and counts for the device \
+         (`GET /api/devices`)."
+            .into(),
+    );
+    parameter.schema = Some(RefOr::T(Schema::Object(schema)));
+    parameters.push(parameter);
 }
 
 /// An optional header is absent, never `null`: `Option<String>` params say "string or null".

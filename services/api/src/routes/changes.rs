@@ -13,6 +13,7 @@ use utoipa::IntoParams;
 
 use crate::{
     cursor::{Position, page_limit},
+    device::{self, Device},
     error::ApiError,
     extract::{ApiQuery, CurrentUser},
     openapi::BadRequest,
@@ -44,7 +45,10 @@ pub struct ChangesQuery {
     summary = "Pull what changed",
     description = "Every change of the caller's tasks after the cursor, deleted ones included, \
         each task as it is now. Page from the returned `next_cursor` while `has_more` is true.",
-    params(ChangesQuery),
+    params(
+        ChangesQuery,
+        ("Device-Id" = Option<String>, Header, description = "The pulling device's name: its latest pull (time, and the cursor handed out) is recorded (`GET /api/devices`)"),
+    ),
     responses(
         (status = 200, description = "One page of changes", body = ChangesPage),
         (status = 400, response = BadRequest),
@@ -53,6 +57,7 @@ pub struct ChangesQuery {
 pub async fn changes(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    Device(device): Device,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<ChangesPage>, ApiError> {
     let since = query.since.unwrap_or_default();
@@ -64,9 +69,11 @@ pub async fn changes(
         .db_round(storage::changes_after(&state.db, &user, after, limit))
         .await?;
     let next = page.last().map_or(after, |(position, _)| *position);
+    let next_cursor = next.encode();
+    device::record_pull(&state, &user, device.as_deref(), &next_cursor).await;
     Ok(Json(ChangesPage {
         changes: page.into_iter().map(|(_, task)| task).collect(),
-        next_cursor: next.encode(),
+        next_cursor,
         has_more,
         server_time: Utc::now(),
     }))

@@ -1,6 +1,8 @@
 //! The HTTP routes, one file per concern.
 
 pub mod changes;
+pub mod conflicts;
+pub mod devices;
 pub mod health;
 pub mod operations;
 pub mod status;
@@ -27,6 +29,8 @@ pub fn router(state: AppState) -> Router {
         body_limit,
         request_timeout: state.settings.http_request_timeout,
     };
+    // The `Device-Id` header is checked on every route (outermost here, so a bad one costs no
+    // rate token and reaches no handler).
     let api = Router::new()
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route(
@@ -36,6 +40,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(tasks::patch)
                 .delete(tasks::delete),
         )
+        .route("/tasks/{id}/conflicts", get(conflicts::conflicts))
+        .route("/devices", get(devices::devices))
         .route("/batch", post(sync::push))
         .route("/sync", post(sync::push))
         .route("/changes", get(changes::changes))
@@ -50,7 +56,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             Throttle::new(&state.settings.edge, state.broker.clone()),
             throttle::guard,
-        ));
+        ))
+        .layer(middleware::from_fn(crate::device::check_header));
     Router::new()
         .nest("/api", api)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -18,6 +18,7 @@ use chrono::Utc;
 use serde_json::Value;
 use tasksync_shared::{
     Operation, OutcomeReport,
+    device::check_device_id,
     model::to_db_precision,
     operation::ItemStatus,
     sync::{ItemError, Processed, PushResponse, item_code},
@@ -27,6 +28,7 @@ use uuid::Uuid;
 use crate::{
     batch::{self, BadItem},
     broker::PublishError,
+    device::{self, Device},
     error::ApiError,
     extract::{CurrentUser, JsonBody},
     json::{self, JsonPath, Parsed, Step},
@@ -48,7 +50,10 @@ use crate::{
         applied yet). The op id is the idempotency key: pushing the same items again is safe, \
         and a re-pushed operation reports its first outcome. If publishing fails nothing is \
         accepted (503) and the push may be repeated.",
-    params(("Prefer" = Option<String>, Header, description = "`respond-async`: answer at once, the items not yet applied `pending`")),
+    params(
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer at once, the items not yet applied `pending`"),
+        ("Device-Id" = Option<String>, Header, description = "The pushing device's name, 1 to 64 characters of `A-Z a-z 0-9 . _ : -` (or the body's `device_id`; if both are given they must agree): its operations carry it, and its figures count them (`GET /api/devices`)"),
+    ),
     request_body = PushRequest,
     responses(
         (status = 200, description = "Every item answered in its slot", body = PushResponse),
@@ -62,11 +67,13 @@ use crate::{
 pub async fn push(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    Device(header_device): Device,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<PushResponse>, ApiError> {
     let received_at = to_db_precision(Utc::now());
     let items = request_items(&body, state.settings.max_batch_items)?;
+    let device = push_device(&body, header_device)?;
     tracing::Span::current().record("items", items.len());
     let repeated = repeated_keys_by_item(&body.duplicates);
     let mut read: Vec<Result<Operation, BadItem>> = items
@@ -74,7 +81,10 @@ pub async fn push(
         .enumerate()
         .map(|(i, item)| match repeated.get(&i) {
             Some(error) => Err(BadItem::of(item, error.clone())),
-            None => batch::read_item(item, &user, received_at),
+            None => batch::read_item(item, &user, received_at).map(|op| Operation {
+                device_id: device.clone(),
+                ..op
+            }),
         })
         .collect();
     refuse_reused_op_ids(&mut read, items);
@@ -96,7 +106,29 @@ pub async fn push(
             .await
             .map_err(not_accepted)?
     };
-    Ok(Json(answer(&read, &outcomes)))
+    let answer = answer(&read, &outcomes);
+    device::record_push(&state, &user, device.as_deref(), unique.len()).await;
+    Ok(Json(answer))
+}
+
+/// The pushing device: the `Device-Id` header, or the body's `device_id`; a 400 naming
+/// `device_id` when it is not a valid device id or names another device than the header.
+fn push_device(body: &Parsed, header: Option<String>) -> Result<Option<String>, ApiError> {
+    let invalid = |why: String| ApiError::BadRequest(format!("device_id: {why}"));
+    let in_body = match body.value.get("device_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            check_device_id(id).map_err(invalid)?;
+            Some(id.clone())
+        }
+        Some(_) => return Err(invalid("must be a string".into())),
+    };
+    match (header, in_body) {
+        (Some(header), Some(in_body)) if header != in_body => Err(invalid(format!(
+            "names device {in_body:?}, but the Device-Id header names {header:?}"
+        ))),
+        (header, in_body) => Ok(header.or(in_body)),
+    }
 }
 
 /// The items of a push, after the checks that concern the whole request: a JSON object with

@@ -473,6 +473,7 @@ fn operation(user: &str, task_id: Uuid, kind: OpKind, fields: OperationFields) -
         received_at: now,
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 
@@ -521,6 +522,13 @@ async fn submit(
     op: Operation,
     pending: Task,
 ) -> Result<Response, ApiError> {
+    // A device that names itself carries its name through the operation to the log, and its
+    // figures count the write like a push of one operation.
+    let device = crate::device::from_headers(headers)?;
+    let op = Operation {
+        device_id: device.clone(),
+        ..op
+    };
     let asked_async = respond_async(headers);
     let wait = (!asked_async).then_some(state.settings.write_wait);
     let submitted = state.broker.submit(&op, wait).await.map_err(|e| match e {
@@ -530,6 +538,7 @@ async fn submit(
             ApiError::Unavailable(format!("{other}; the operation was not accepted, retry it"))
         }
     })?;
+    crate::device::record_push(state, &op.user_id, device.as_deref(), 1).await;
     let location = format!("/api/tasks/{}", op.task_id);
     let mut response = match submitted {
         // Pending: merged into a task nobody can read yet (not for REST writes, which name

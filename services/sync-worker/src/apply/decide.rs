@@ -17,14 +17,22 @@
 //!   batch has it so far, does not satisfy (or on a task that does not exist for readers):
 //!   `error`, [`Rejection::PreconditionFailed`], nothing merged. Checked here, under the
 //!   task's lock, because the api's read may be stale by the time the operation applies;
-//! - otherwise merged under last-write-wins: `success` or `conflict`.
+//! - otherwise merged under last-write-wins: `success` or `conflict`; each field a `conflict`
+//!   lost goes to the conflict history ([`Plan::conflicts`]).
+//!
+//! Every operation that names its device is also counted for that device
+//! ([`Plan::devices`]): a new decision by its outcome (a replayed `error` decided anew moves
+//! from `failed` to its new outcome), anything else (the log or the batch already decided the
+//! op id) as a duplicate, so that each accepted push settles exactly once.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use tasksync_shared::{
-    OpKind, Operation, OutcomeStatus, etag,
-    merge::Write,
+    OpKind, Operation, OutcomeStatus,
+    device::check_device_id,
+    etag,
+    merge::{Stamp, Write},
     model::to_db_precision,
     operation::{PRECONDITION_MESSAGE, Rejection, exists_message, reused_message},
 };
@@ -33,7 +41,7 @@ use uuid::Uuid;
 use super::{Attempt, NOT_FOUND};
 use crate::{
     faults::FaultInjector,
-    storage::{Decision, LockedTask, Logged},
+    storage::{Conflict, Decision, DeviceTally, LockedTask, Logged},
 };
 
 /// What the step decided about one operation.
@@ -91,6 +99,10 @@ pub struct Plan<'a> {
     pub changed: HashSet<Uuid>,
     /// Tasks some operation merged into; a task not stored that nobody wrote stays unwritten.
     pub written: HashSet<Uuid>,
+    /// The fields new decisions lost, for the conflict history.
+    pub conflicts: Vec<Conflict<'a>>,
+    /// What the batch settled per (user, device), for the devices' figures.
+    pub devices: HashMap<(&'a str, &'a str), DeviceTally>,
 }
 
 /// Decides every operation of `batch`, merging the applied ones into `locked`. An `Err` is the
@@ -107,6 +119,7 @@ pub fn decide<'a>(
         let earlier = first_at.get(&op.op_id).copied();
         let logged = batch.logged.get(&op.op_id);
         let mut stands = true;
+        let mut decided_anew = false;
         let verdict = match (earlier, logged) {
             (Some(j), _) => repeat_in_batch(op, &batch.ops[j], &plan.verdicts[j]),
             (None, Some(logged)) if logged.user_id != op.user_id => {
@@ -133,6 +146,7 @@ pub fn decide<'a>(
                 let problem = batch.problems.get(i).and_then(Option::as_deref);
                 let verdict = decide_new(op, problem, locked, faults, attempt, &mut plan)?;
                 plan.may_resolve(op, attempt);
+                decided_anew = true;
                 verdict
             }
         };
@@ -145,12 +159,45 @@ pub fn decide<'a>(
             trace_id = attempt.trace_id.map(tracing::field::display),
             outcome = verdict.status.as_str(), error = verdict.error.as_deref(), "decided"
         );
+        plan.count_device(op, decided_anew.then_some(verdict.status), logged);
         plan.verdicts.push(verdict);
     }
     Ok(plan)
 }
 
-impl Plan<'_> {
+/// The device an operation names, if the name is one the api would accept (a message from
+/// elsewhere may carry anything: it is then recorded without a device).
+pub fn device_of(op: &Operation) -> Option<&str> {
+    op.device_id
+        .as_deref()
+        .filter(|d| check_device_id(d).is_ok())
+}
+
+impl<'a> Plan<'a> {
+    /// Counts `op` for its device: `decided` is its new decision, `None` when an earlier one
+    /// stands (a duplicate). A replayed `error` (`logged`) decided anew leaves `failed`.
+    fn count_device(
+        &mut self,
+        op: &'a Operation,
+        decided: Option<OutcomeStatus>,
+        logged: Option<&Logged>,
+    ) {
+        let Some(device) = device_of(op) else { return };
+        let tally = self
+            .devices
+            .entry((op.user_id.as_str(), device))
+            .or_default();
+        match decided {
+            None => tally.duplicate += 1,
+            Some(status) => {
+                tally.count(status, 1);
+                if logged.is_some_and(|l| l.status == OutcomeStatus::Error) {
+                    tally.count(OutcomeStatus::Error, -1);
+                }
+            }
+        }
+    }
+
     fn may_resolve(&mut self, op: &Operation, attempt: Attempt) {
         if attempt.number > 1 || attempt.replay {
             self.resolve.push(op.op_id);
@@ -208,6 +255,17 @@ fn decide_new<'a>(
         (None, Some(row)) => {
             faults.before_apply(op, attempt.number)?;
             let merged = row.state.apply(&Write::from_operation(op));
+            let lost_stamp = Stamp {
+                at: op.stamped_at,
+                op_id: op.op_id,
+            };
+            plan.conflicts
+                .extend(merged.lost.into_iter().map(|lost| Conflict {
+                    task_id: op.task_id,
+                    user_id: &op.user_id,
+                    lost,
+                    lost_stamp,
+                }));
             plan.written.insert(op.task_id);
             if merged.changed {
                 plan.changed.insert(op.task_id);

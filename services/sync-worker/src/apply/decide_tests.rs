@@ -6,7 +6,7 @@ use chrono::{Duration, TimeZone};
 use tasksync_shared::{OperationFields, SyncStatus, Task, merge::TaskState};
 
 use super::*;
-use crate::{apply::report::Shown, faults::NoFaults};
+use crate::{apply::report::Shown, faults::NoFaults, storage::DeviceTally};
 
 const ME: &str = "me";
 
@@ -29,6 +29,7 @@ fn op(task: Uuid, kind: OpKind, secs: i64, title: Option<&str>) -> Operation {
         received_at: at(secs + 60),
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 
@@ -436,4 +437,109 @@ fn an_if_match_star_needs_a_task_and_anothers_task_stays_not_found() {
     let ops = [if_match(op(task, OpKind::Update, 5, Some("b")), &tag)];
     let plan = Run::new(&ops, vec![theirs]).decide();
     assert_eq!(rejections(&plan), [Some(Rejection::NotFound)]);
+}
+
+fn from(device: &str, o: Operation) -> Operation {
+    Operation {
+        device_id: Some(device.into()),
+        ..o
+    }
+}
+
+#[test]
+fn a_lost_field_goes_to_the_conflict_history_with_both_stamps() {
+    let task = Uuid::new_v4();
+    let create = op(task, OpKind::Create, 0, Some("a"));
+    let late = from("phone", op(task, OpKind::Update, 600, Some("late")));
+    let early = from("laptop", op(task, OpKind::Update, 300, Some("early")));
+    let ops = [late.clone(), early.clone()];
+    let mut run = Run::new(&ops, vec![row(task, ME, &[&create])]);
+    let plan = run.decide();
+    assert_eq!(plan.verdicts[1].status, OutcomeStatus::Conflict);
+    assert_eq!(plan.conflicts.len(), 1, "{:?}", plan.conflicts);
+    let c = &plan.conflicts[0];
+    assert_eq!((c.task_id, c.user_id), (task, ME));
+    assert_eq!(c.lost.field, tasksync_shared::merge::Field::Title);
+    assert_eq!(c.lost.kept.value, "late");
+    assert_eq!(c.lost.kept.stamp.op_id, late.op_id);
+    assert_eq!(c.lost.lost, "early");
+    assert_eq!(c.lost_stamp.op_id, early.op_id);
+    assert_eq!(c.lost_stamp.at, at(300));
+}
+
+#[test]
+fn a_repeated_conflict_is_not_recorded_again_and_counts_as_a_duplicate() {
+    let task = Uuid::new_v4();
+    let create = op(task, OpKind::Create, 0, Some("a"));
+    let late = op(task, OpKind::Update, 600, Some("late"));
+    let early = from("laptop", op(task, OpKind::Update, 300, Some("early")));
+    let ops = [early.clone(), early.clone()];
+    let mut run = Run::new(&ops, vec![row(task, ME, &[&create, &late])]);
+    run.logged
+        .insert(early.op_id, logged(&early, OutcomeStatus::Conflict));
+    let plan = run.decide();
+    assert!(plan.conflicts.is_empty() && plan.record.is_empty());
+    assert_eq!(
+        plan.devices[&(ME, "laptop")],
+        DeviceTally {
+            duplicate: 2,
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn each_operation_of_a_device_settles_once_by_its_outcome() {
+    let task = Uuid::new_v4();
+    let create = from("d", op(task, OpKind::Create, 0, Some("a")));
+    let late = from("d", op(task, OpKind::Update, 600, Some("late")));
+    let early = from("d", op(task, OpKind::Update, 300, Some("early")));
+    let invalid = from("d", op(task, OpKind::Update, 700, Some("nul\0")));
+    let anonymous = op(task, OpKind::Update, 800, Some("x"));
+    let badly_named = from("a b", op(task, OpKind::Update, 900, Some("y")));
+    let ops = [
+        create.clone(),
+        late.clone(),
+        early,
+        invalid,
+        late,
+        anonymous,
+        badly_named,
+    ];
+    let mut run = Run::new(&ops, vec![row(task, ME, &[])]);
+    let plan = run.decide();
+    assert_eq!(
+        plan.devices.len(),
+        1,
+        "no device, or a bad name: not counted"
+    );
+    assert_eq!(
+        plan.devices[&(ME, "d")],
+        DeviceTally {
+            applied: 2,
+            conflicted: 1,
+            failed: 1,
+            duplicate: 1,
+        }
+    );
+    // A replayed error decided anew leaves `failed` for its new outcome.
+    let parked = from("d", op(Uuid::new_v4(), OpKind::Create, 0, Some("p")));
+    let ops = [parked.clone()];
+    let mut run = Run::new(&ops, vec![row(parked.task_id, ME, &[])]);
+    run.logged
+        .insert(parked.op_id, logged(&parked, OutcomeStatus::Error));
+    run.attempts = vec![Attempt {
+        number: 1,
+        replay: true,
+        trace_id: None,
+    }];
+    let plan = run.decide();
+    assert_eq!(
+        plan.devices[&(ME, "d")],
+        DeviceTally {
+            applied: 1,
+            failed: -1,
+            ..Default::default()
+        }
+    );
 }

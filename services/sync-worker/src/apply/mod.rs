@@ -6,11 +6,12 @@
 //! 2. lock the batch's tasks (advisory locks, nothing written), then read them and what the
 //!    log holds of its op ids (three statements, two round trips);
 //! 3. [`decide`]: what becomes of each operation (pure, unit-tested);
-//! 4. persist the plan (at most five statements, sent together: one round trip) and commit,
-//!    then [`report`] (pure).
+//! 4. persist the plan (at most seven statements, sent together: one round trip) and commit,
+//!    then [`report`] (pure). Besides the tasks and the log, the plan holds the fields that
+//!    new decisions lost (the conflict history) and what the batch settled per device.
 //!
-//! With `BEGIN` and `COMMIT`, a batch costs at most five round trips whatever its size (a batch
-//! of creates, or of updates: `BEGIN`, five statements, `COMMIT`); a statement with nothing to
+//! With `BEGIN` and `COMMIT`, a batch costs five round trips whatever its size (a batch
+//! of creates, or of updates: `BEGIN`, the statements, `COMMIT`); a statement with nothing to
 //! do is not sent. Every statement is prepared once per connection: the first batch on a
 //! connection adds one round trip to each of the three stages that talk to Postgres.
 
@@ -32,6 +33,7 @@ use crate::{
     faults::{FaultInjector, NoFaults},
     storage::{self, LockedTask},
 };
+pub use decide::device_of;
 use decide::{Batch, Plan};
 use report::Shown;
 pub use turn::LockTurn;
@@ -163,12 +165,16 @@ async fn persist(
         .filter(|(id, row)| plan.changed.contains(id) || (!row.stored && plan.written.contains(id)))
         .map(|(_, row)| row)
         .collect();
-    // The tasks and the log are written by independent statements: all sent together.
-    let (saved, logged) = tokio::join!(
+    // The tasks, the log, the conflict history and the devices' counts are written by
+    // independent statements: all sent together.
+    let (saved, logged, conflicts, devices) = tokio::join!(
         storage::save_tasks(tx, &to_save),
-        storage::write_decisions(tx, &plan.forget, &plan.record, &plan.resolve)
+        storage::write_decisions(tx, &plan.forget, &plan.record, &plan.resolve),
+        storage::record_conflicts(tx, &plan.conflicts),
+        storage::count_decisions(tx, &plan.devices),
     );
     let (saved, ()) = storage::both(saved, logged)?;
+    storage::both(conflicts, devices)?;
     Ok(saved)
 }
 

@@ -64,6 +64,7 @@ mod tests {
             received_at: Utc::now(),
             if_absent: false,
             if_match: None,
+            device_id: None,
         }
     }
 

@@ -180,16 +180,24 @@ async fn upsert(
 }
 
 /// Logs the parked operation's outcome `error` (replacing an earlier `error`, never a success)
-/// with its first and last failure times from its failure record.
+/// with its first and last failure times from its failure record and its device (`$12`). When
+/// that is the operation's first decision (the row is new), its device counts one more failed
+/// operation (the apply step counts the others, in its own transaction).
 const LOG_ERROR: &str = "\
-    INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, received_at, \
-      outcome, attempts, last_error, first_failed_at, last_failed_at) \
-    SELECT $1, $2, $3, $4, $5, $6, $7, $11, $8, $9, f.first_failed_at, f.last_failed_at \
-    FROM operation_failures f WHERE f.message_id = $10 \
-    ON CONFLICT (op_id) DO UPDATE SET \
-      attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
-      last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
-    WHERE operations.outcome = $11";
+    WITH logged AS ( \
+      INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, received_at, \
+        outcome, attempts, last_error, first_failed_at, last_failed_at, device_id) \
+      SELECT $1, $2, $3, $4, $5, $6, $7, $11, $8, $9, f.first_failed_at, f.last_failed_at, $12 \
+      FROM operation_failures f WHERE f.message_id = $10 \
+      ON CONFLICT (op_id) DO UPDATE SET \
+        attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
+        last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
+      WHERE operations.outcome = $11 \
+      RETURNING (xmax = 0) AS inserted) \
+    INSERT INTO devices AS d (user_id, device_id, ops_failed, last_decided_at) \
+    SELECT $3, $12, 1, now() FROM logged WHERE inserted AND $12::text IS NOT NULL \
+    ON CONFLICT (user_id, device_id) DO UPDATE SET \
+      ops_failed = d.ops_failed + 1, last_decided_at = now()";
 
 /// Marks the parked operation's task, if it is the same user's.
 const MARK_TASK: &str = "UPDATE tasks SET sync_status = $3, change_xid = pg_current_xact_id() \
@@ -218,8 +226,9 @@ async fn park_operation(
     let error = OutcomeStatus::Error.as_str();
     let kind = op.kind.as_str();
     let task_error = SyncStatus::Error.as_str();
+    let device = crate::apply::device_of(op);
     let record_params = record.params();
-    let log_params: [&(dyn ToSql + Sync); 11] = [
+    let log_params: [&(dyn ToSql + Sync); 12] = [
         &op.op_id,
         &op.task_id,
         &user_id,
@@ -231,6 +240,7 @@ async fn park_operation(
         &last_error,
         &message_id,
         &error,
+        &device,
     ];
     let mark_params: [&(dyn ToSql + Sync); 3] = [&op.task_id, &user_id, &task_error];
     let (recorded, logged, marked) = tokio::join!(

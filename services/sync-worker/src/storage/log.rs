@@ -84,6 +84,7 @@ struct RecordColumns<'a> {
     outcome: Vec<&'static str>,
     error: Vec<Option<Cow<'a, str>>>,
     attempts: Vec<i32>,
+    device_id: Vec<Option<&'a str>>,
 }
 
 impl<'a> RecordColumns<'a> {
@@ -99,10 +100,11 @@ impl<'a> RecordColumns<'a> {
         self.error.push(d.error.as_deref().map(storable_text));
         self.attempts
             .push(i32::try_from(d.attempts).unwrap_or(i32::MAX));
+        self.device_id.push(crate::apply::device_of(d.op));
     }
 
-    /// The columns as `$1`…`$10` of [`RECORD`].
-    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    /// The columns as `$1`…`$11` of [`RECORD`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.op_id,
             &self.task_id,
@@ -114,6 +116,7 @@ impl<'a> RecordColumns<'a> {
             &self.outcome,
             &self.error,
             &self.attempts,
+            &self.device_id,
         ]
     }
 }
@@ -125,10 +128,10 @@ const FORGET: &str = "DELETE FROM operations WHERE op_id = ANY($1) AND outcome =
 /// New decisions; an op id already in the log is left as it is.
 const RECORD: &str = "INSERT INTO operations \
        (op_id, task_id, user_id, kind, fields, client_ts, received_at, outcome, last_error, \
-        attempts) \
+        attempts, device_id) \
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], \
                           $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], \
-                          $10::int4[]) \
+                          $10::int4[], $11::text[]) \
      ON CONFLICT (op_id) DO NOTHING";
 
 /// Marks the failure records of operations now decided as resolved, and copies their first and

@@ -122,6 +122,7 @@ fn operation() -> Operation {
         received_at: now,
         if_absent: false,
         if_match: None,
+        device_id: None,
     }
 }
 
