@@ -272,7 +272,7 @@ async fn an_operation_decided_before_is_counted_as_a_repeat_never_twice_by_outco
         .unwrap();
     let body = op.encode().unwrap();
     stack
-        .publish_raw(&routing_key(op.kind), &[body.clone()])
+        .publish_raw(&routing_key(op.kind), std::slice::from_ref(&body))
         .await;
     let connection = tasksync_shared::amqp::connect(&stack.settings.amqp_url, "tasksync-test")
         .await
