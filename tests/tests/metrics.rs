@@ -264,6 +264,7 @@ async fn an_operation_decided_before_is_counted_as_a_repeat_never_twice_by_outco
         received_at: at,
         if_absent: false,
         if_match: None,
+        device_id: None,
     };
     // The commit (the worker's own code), then its delivery, taken and never acked: the broker
     // gives it again, flagged redelivered, once the session that held it is gone.
