@@ -83,6 +83,11 @@ pub struct Settings {
     /// `WORKER_HTTP_PORT`: the worker's port for `/health`, `/ready` and `/metrics` (0 picks a
     /// free one, as tests do).
     pub worker_http_port: u16,
+    /// `RETENTION_DAYS`: how long the operation log, failure records and tombstones are kept
+    /// (the retention horizon); 0 keeps them forever. Read by the worker's sweep.
+    pub retention_days: u32,
+    /// `RETENTION_SWEEP_SECS`: how often a worker sweeps what lies past the horizon.
+    pub retention_sweep: Duration,
 }
 
 impl Default for Settings {
@@ -113,6 +118,8 @@ impl Default for Settings {
             http_request_timeout: Duration::from_millis(30_000),
             http_max_connections: 10_000,
             worker_http_port: 3001,
+            retention_days: 90,
+            retention_sweep: Duration::from_secs(3_600),
         }
     }
 }
@@ -245,6 +252,10 @@ impl Settings {
             http_max_connections: positive(&get, "HTTP_MAX_CONNECTIONS")?
                 .unwrap_or(d.http_max_connections),
             worker_http_port: parse(&get, "WORKER_HTTP_PORT")?.unwrap_or(d.worker_http_port),
+            retention_days: parse(&get, "RETENTION_DAYS")?.unwrap_or(d.retention_days),
+            retention_sweep: positive(&get, "RETENTION_SWEEP_SECS")?
+                .map(Duration::from_secs)
+                .unwrap_or(d.retention_sweep),
         };
         let in_flight = at_most(
             "WORKER_BATCHES_IN_FLIGHT",
@@ -603,8 +614,12 @@ mod tests {
             ("WRITE_WAIT_MS", "50"),
             ("AMQP_QUEUE_TYPE", "classic"),
             ("LOG_FORMAT", "json"),
+            ("RETENTION_DAYS", "0"),
+            ("RETENTION_SWEEP_SECS", "60"),
         ])
         .unwrap();
+        assert_eq!(s.retention_days, 0, "0 keeps history forever");
+        assert_eq!(s.retention_sweep, Duration::from_secs(60));
         assert_eq!(s.port, 8080);
         assert_eq!(s.amqp_prefix, "t1");
         assert_eq!(

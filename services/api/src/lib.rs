@@ -13,6 +13,7 @@
 //!   status, status, health);
 //! - [`batch`]: reading the items of an offline push one by one;
 //! - [`cursor`]: the opaque cursors of the changes feed and the task list;
+//! - [`client_error`]: the words a client may read of an operation's recorded error;
 //! - [`broker`]: publishing with confirms, receiving outcomes, sampling queue depths;
 //! - [`storage`]: all SQL (reads only);
 //! - [`auth`]: bearer-token authentication (or development mode), the layer that says which
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod batch;
 pub mod broker;
+pub mod client_error;
 pub mod cursor;
 pub mod edge;
 pub mod error;

@@ -180,7 +180,10 @@ async fn upsert(
 }
 
 /// Logs the parked operation's outcome `error` (replacing an earlier `error`, never a success)
-/// with its first and last failure times from its failure record.
+/// with its first and last failure times from its failure record. The row takes this
+/// transaction's id as its feed position (`decided_xid`, the column's default on insert, set
+/// again when it replaces an earlier `error`), so the client sees the decision in its next pull
+/// even when the operation was parked before, replayed, and parked again.
 const LOG_ERROR: &str = "\
     INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, received_at, \
       outcome, attempts, last_error, first_failed_at, last_failed_at) \
@@ -188,7 +191,8 @@ const LOG_ERROR: &str = "\
     FROM operation_failures f WHERE f.message_id = $10 \
     ON CONFLICT (op_id) DO UPDATE SET \
       attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
-      last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
+      last_failed_at = EXCLUDED.last_failed_at, decided_at = now(), \
+      decided_xid = pg_current_xact_id() \
     WHERE operations.outcome = $11";
 
 /// Marks the parked operation's task, if it is the same user's.
