@@ -16,12 +16,15 @@ CREATE INDEX operations_feed ON operations (user_id, decided_xid, task_id, op_id
 -- Retention: tombstones not changed since the horizon, found without reading live tasks.
 CREATE INDEX tasks_tombstones ON tasks (last_synced_at) WHERE is_deleted;
 
--- One row: the highest feed position a retention sweep removed. A pull whose cursor lies below
--- it may have missed a removed row, and answers 410 (`cursor_expired`).
+-- One row: the highest feed position a retention sweep removed, and how many times feed rows
+-- were removed (`generation`, carried in the cursors handed out). A pull from a cursor below
+-- that position, handed out before the latest removal, may have missed a removed row and
+-- answers 410 (`cursor_expired`).
 CREATE TABLE feed_retention (
     singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
     pruned_xid  xid8        NOT NULL DEFAULT '0',
     pruned_task uuid        NOT NULL DEFAULT '00000000-0000-0000-0000-000000000000',
+    generation  bigint      NOT NULL DEFAULT 0,
     -- The time horizon of the last sweep that removed something, and when it ran.
     horizon     timestamptz,
     swept_at    timestamptz

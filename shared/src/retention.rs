@@ -13,9 +13,10 @@
 //! Conflict history (migration V9) is pruned here as well once it exists: see
 //! [`CONFLICT_HISTORY`].
 //!
-//! Each chunk that removes feed rows raises, in the same transaction, the one-row
-//! `feed_retention` to the highest feed position removed; the api answers a pull from a cursor
-//! below it with 410 (`cursor_expired`). One sweep runs at a time: a sweep holds a session
+//! Each chunk that removes feed rows records, in the same transaction, in the one-row
+//! `feed_retention`: the highest feed position removed, and one more removal (`generation`).
+//! The api answers a pull from a cursor below that position, handed out before the latest
+//! removal, with 410 (`cursor_expired`). One sweep runs at a time: a sweep holds a session
 //! advisory lock on a connection of its own (closed afterwards, so the lock cannot outlive the
 //! sweep even when it is cancelled); another sweep that finds it taken does nothing.
 
@@ -52,6 +53,8 @@ pub struct SweepReport {
     /// The highest feed position removed so far (by any sweep), as `(xid, task id)`.
     pub pruned_xid: u64,
     pub pruned_task: Uuid,
+    /// Removals of feed rows so far (by any sweep).
+    pub generation: i64,
 }
 
 /// Removes what lies before `before` (see the module), one sweep at a time.
@@ -78,7 +81,7 @@ pub async fn sweep(pool: &Pool, before: DateTime<Utc>) -> Result<SweepReport, Ro
     report.failure_records = chunked(&client, PRUNE_FAILURES, before).await?;
     let row = client
         .query_one(
-            "SELECT pruned_xid::text AS xid, pruned_task FROM feed_retention",
+            "SELECT pruned_xid::text AS xid, pruned_task, generation FROM feed_retention",
             &[],
         )
         .await?;
@@ -87,17 +90,23 @@ pub async fn sweep(pool: &Pool, before: DateTime<Utc>) -> Result<SweepReport, Ro
         .parse()
         .map_err(|e| RoundError::Refused(format!("feed_retention.pruned_xid {xid:?}: {e}")))?;
     report.pruned_task = row.try_get("pruned_task")?;
+    report.generation = row.try_get("generation")?;
     Ok(report)
 }
 
-/// Raises `feed_retention` to the highest position among the rows of `gone` (`xid`, `id`).
-/// Appended to a statement whose `gone` CTE deletes and returns them.
+/// Records the removal of the feed rows of `gone` (`xid`, `id`): `feed_retention` rises to the
+/// highest position among them (never falls), and its generation counts one more removal.
+/// Appended to a statement whose `gone` CTE deletes and returns them; `$1` is the horizon.
 const RAISE: &str = "\
     top AS (SELECT xid, id FROM gone ORDER BY xid DESC, id DESC LIMIT 1), \
     raised AS ( \
-      UPDATE feed_retention r SET pruned_xid = top.xid, pruned_task = top.id, horizon = $1, \
-        swept_at = now() \
-      FROM top WHERE (top.xid, top.id) > (r.pruned_xid, r.pruned_task) RETURNING 1) \
+      UPDATE feed_retention r SET \
+        pruned_xid = CASE WHEN (top.xid, top.id) > (r.pruned_xid, r.pruned_task) \
+                          THEN top.xid ELSE r.pruned_xid END, \
+        pruned_task = CASE WHEN (top.xid, top.id) > (r.pruned_xid, r.pruned_task) \
+                           THEN top.id ELSE r.pruned_task END, \
+        generation = r.generation + 1, horizon = $1, swept_at = now() \
+      FROM top RETURNING 1) \
     SELECT count(*) AS removed FROM gone";
 
 /// One chunk of decisions older than `$1` (at most `$2`), and the position they had.

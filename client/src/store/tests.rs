@@ -65,6 +65,7 @@ fn processed(op: &QueuedOp, status: ItemStatus, task: Option<Task>) -> Processed
 fn page(changes: Vec<Task>, cursor: &str) -> ChangesPage {
     ChangesPage {
         changes,
+        acks: Vec::new(),
         next_cursor: cursor.into(),
         has_more: false,
         server_time: Utc::now(),

@@ -2,7 +2,8 @@
 //! (`DATABASE_URL`, `AMQP_URL`, `AMQP_PREFIX`, `AMQP_QUEUE_TYPE`, `RETRY_DELAYS_MS`).
 //!
 //! Layout: [`Cli`] (the commands), [`queues`] (depths), [`dlq`] (dead letters, one module per
-//! command), [`ops`] (where operations stand: `op`, `ops list`), [`records`] (every SQL
+//! command), [`ops`] (where operations stand: `op`, `ops list`), [`prune`] (one retention
+//! sweep now), [`records`] (every SQL
 //! statement), [`broker`] (AMQP, with errors in words),
 //! [`error`] (exit codes), [`table`] (human output). Every command prints a table, or JSON with
 //! `--json`; prompts and errors go to stderr.
@@ -24,6 +25,7 @@ pub mod broker;
 pub mod dlq;
 pub mod error;
 pub mod ops;
+pub mod prune;
 pub mod queues;
 pub mod records;
 pub mod table;
@@ -82,6 +84,14 @@ pub enum Command {
     /// Operations that are not decided yet or never will be.
     #[command(subcommand)]
     Ops(Ops),
+    /// One retention sweep now: removes decisions, tombstones and final failure records older
+    /// than the horizon (what the sync-worker does every RETENTION_SWEEP_SECS). Pull cursors
+    /// older than what it removes then answer 410 cursor_expired and their clients resync.
+    Prune {
+        /// The horizon (RFC 3339); default RETENTION_DAYS ago.
+        #[arg(long)]
+        before: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +227,7 @@ pub async fn run(cli: Cli, settings: &Settings, io: Io<'_>) -> Result<(), CtlErr
             };
             ops::list::list(settings, &filter, cli.json, io.out).await
         }
+        Command::Prune { before } => prune::prune(settings, before, cli.json, io.out).await,
     }
 }
 
