@@ -168,10 +168,11 @@ async fn a_write_that_changed_nothing_is_acknowledged_though_no_task_changed() {
     let stack = TestStack::start().await;
     let task = Uuid::new_v4();
     let now = Utc::now();
-    let first = create(task, "newest", now);
-    stack.push(&[first.clone()]).await;
+    let first = create(task, "first", now - Delta::hours(2));
+    let latest = update(task, json!({"title": "newest"}), now);
+    stack.push(&[first.clone(), latest.clone()]).await;
     let mut cursor = String::new();
-    pull_until_acked(&stack, &mut cursor, &op_id(&first), None).await;
+    pull_until_acked(&stack, &mut cursor, &op_id(&latest), None).await;
     let before_stale = cursor.clone();
 
     let stale = update(task, json!({"title": "older"}), now - Delta::hours(1));
