@@ -176,7 +176,7 @@ async fn a_write_that_changed_nothing_is_acknowledged_though_no_task_changed() {
     let before_stale = cursor.clone();
 
     let stale = update(task, json!({"title": "older"}), now - Delta::hours(1));
-    let answer = stack.push(&[stale.clone()]).await;
+    let answer = stack.push(std::slice::from_ref(&stale)).await;
     assert_eq!(answer.body["processed_items"][0]["status"], "conflict");
     let (ack, seen) = pull_until_acked(&stack, &mut cursor, &op_id(&stale), Some(1)).await;
     assert_eq!(ack["outcome"], "conflict", "{ack}");
@@ -289,7 +289,7 @@ async fn after_a_prune_an_old_cursor_answers_410_and_a_pull_from_the_start_ends_
     let horizon = Utc::now();
     let newer = update(a, json!({"completed": true}), Utc::now());
     assert_eq!(
-        stack.push(&[newer.clone()]).await.body["processed_items"][0]["status"],
+        stack.push(std::slice::from_ref(&newer)).await.body["processed_items"][0]["status"],
         "success"
     );
     stack.feed_caught_up().await;
