@@ -1,9 +1,13 @@
-//! One sync round: push the queue, resolve accepted operations, pull the changes feed.
+//! One sync round: push the queue, pull the changes feed (whose acknowledgements settle the
+//! operations the server accepted without deciding), then look up the accepted operations the
+//! feed did not settle yet.
 //!
 //! Every step stores what it learnt before the next one starts (a push answer, a lookup, a page
 //! and its cursor, each in its own local transaction), so a round killed or cut at any point is
 //! simply run again: entries not yet answered are pushed again unchanged, with the same op ids,
-//! and the server applies each operation once.
+//! and the server applies each operation once. A pull cursor the server no longer serves (410,
+//! older than its retention horizon) starts a resync: the pull begins again from an empty
+//! cursor and its end replaces the local copy, keeping the edits still queued.
 
 use std::time::Instant;
 
@@ -82,8 +86,8 @@ pub async fn sync_once(
     let started = Instant::now();
     let mut report = SyncReport::default();
     push(store, remote, options, progress, &mut report).await?;
-    resolve_accepted(store, remote, options, &mut report).await?;
     pull(store, remote, options, progress, &mut report).await?;
+    resolve_accepted(store, remote, options, &mut report).await?;
     store.mark_synced(Utc::now())?;
     let counts = store.queue_counts()?;
     report.queued = counts.queued;
@@ -143,9 +147,9 @@ async fn push(
     Ok(())
 }
 
-/// Asks the server about entries it accepted without deciding: decided ones are stored like a
-/// push answer; undecided ones (still queued on the server, or retried there) wait for the next
-/// round.
+/// Asks the server about entries it accepted without deciding and the pull did not settle
+/// (their decision was not in the feed yet): decided ones are stored like a push answer;
+/// undecided ones (still queued on the server, or retried there) wait for the next round.
 async fn resolve_accepted(
     store: &mut Store,
     remote: &Remote,
@@ -177,10 +181,22 @@ async fn pull(
 ) -> Result<()> {
     let page_size = options.page_size.clamp(1, MAX_PAGE);
     // Bounded: a feed that never ends would be a server bug, not a reason to spin forever.
+    let mut resynced = false;
     for _ in 0..1_000_000 {
         let cursor = store.sync_state()?.pull_cursor;
-        let page = remote.changes(&cursor, page_size).await?;
-        report.pulled += store.absorb_page(&page)? as u64;
+        let page = match remote.changes(&cursor, page_size).await {
+            // Once per round: a server that refuses even a fresh cursor is not looped on.
+            Err(RemoteError::Status { status: 410, .. }) if !resynced && !cursor.is_empty() => {
+                tracing::warn!("the pull cursor is older than the server keeps; resyncing");
+                store.begin_resync()?;
+                resynced = true;
+                continue;
+            }
+            other => other?,
+        };
+        let absorbed = store.absorb_page(&page)?;
+        report.outcomes.add(absorbed.settled);
+        report.pulled += absorbed.tasks as u64;
         progress(Progress::Pulled {
             done: report.pulled,
         });

@@ -89,6 +89,11 @@ pub struct Settings {
     /// `OTEL_SERVICE_NAME`: the `service.name` of exported spans (unset: `tasksync-api` or
     /// `tasksync-worker`, by binary).
     pub otel_service_name: Option<String>,
+    /// `RETENTION_DAYS`: how long the operation log, failure records and tombstones are kept
+    /// (the retention horizon); 0 keeps them forever. Read by the worker's sweep.
+    pub retention_days: u32,
+    /// `RETENTION_SWEEP_SECS`: how often a worker sweeps what lies past the horizon.
+    pub retention_sweep: Duration,
 }
 
 impl Default for Settings {
@@ -121,6 +126,8 @@ impl Default for Settings {
             worker_http_port: 3001,
             otlp_endpoint: None,
             otel_service_name: None,
+            retention_days: 90,
+            retention_sweep: Duration::from_secs(3_600),
         }
     }
 }
@@ -257,6 +264,10 @@ impl Settings {
                 .map(urls::otlp_endpoint)
                 .transpose()?,
             otel_service_name: set("OTEL_SERVICE_NAME").map(|name| name.trim().to_string()),
+            retention_days: parse(&get, "RETENTION_DAYS")?.unwrap_or(d.retention_days),
+            retention_sweep: positive(&get, "RETENTION_SWEEP_SECS")?
+                .map(Duration::from_secs)
+                .unwrap_or(d.retention_sweep),
         };
         let in_flight = at_most(
             "WORKER_BATCHES_IN_FLIGHT",
@@ -615,8 +626,12 @@ mod tests {
             ("WRITE_WAIT_MS", "50"),
             ("AMQP_QUEUE_TYPE", "classic"),
             ("LOG_FORMAT", "json"),
+            ("RETENTION_DAYS", "0"),
+            ("RETENTION_SWEEP_SECS", "60"),
         ])
         .unwrap();
+        assert_eq!(s.retention_days, 0, "0 keeps history forever");
+        assert_eq!(s.retention_sweep, Duration::from_secs(60));
         assert_eq!(s.port, 8080);
         assert_eq!(s.amqp_prefix, "t1");
         assert_eq!(

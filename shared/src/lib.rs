@@ -14,6 +14,8 @@
 //! - [`amqp`]: connecting to RabbitMQ with backoff.
 //! - [`failure`]: the headers a failed operation carries through retries and parking.
 //! - [`db`]: the Postgres pool, database creation and the embedded migrations.
+//! - [`retention`]: the sweep that prunes history below the retention horizon (worker and
+//!   `taskctl prune`).
 //! - [`telemetry`], [`startup`] and [`shutdown`]: the process plumbing both services share
 //!   (logging, the login checks at start, signals and the stop deadline).
 
@@ -26,6 +28,7 @@ pub mod failure;
 pub mod merge;
 pub mod model;
 pub mod operation;
+pub mod retention;
 pub mod shutdown;
 pub mod startup;
 pub mod sync;

@@ -176,6 +176,7 @@ impl Operation {
 
 /// The outcome of one operation (SPEC §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OutcomeStatus {
     /// It won every field it set.

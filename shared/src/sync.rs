@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     model::Task,
-    operation::{ItemStatus, OpKind, OperationFields, Rejection},
+    operation::{ItemStatus, OpKind, OperationFields, OutcomeStatus, Rejection},
 };
 
 /// `POST /api/sync` (and `/api/batch`): the queued operations of one device.
@@ -145,11 +145,34 @@ pub struct ChangesPage {
     /// The changed tasks, each as it is now (a task changed twice appears once, at its latest
     /// change).
     pub changes: Vec<Task>,
-    /// Where the next page starts; unchanged when this page is empty.
+    /// The caller's operations decided within this page's range of the feed, each once over
+    /// the whole feed: how a client that was answered `pending` learns the outcome.
+    #[serde(default)]
+    pub acks: Vec<Ack>,
+    /// Where the next page starts. On the last page (`has_more` false) it is the end of the
+    /// feed, so it may move even when the page is empty.
     pub next_cursor: String,
-    /// More changes are ready past this page.
+    /// More changes or acknowledgements are ready past this page.
     pub has_more: bool,
     pub server_time: DateTime<Utc>,
+}
+
+/// One of the caller's operations, decided: its acknowledgement in the changes feed. Every
+/// decision is acknowledged once, a write that changed nothing and one that failed for good
+/// included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Ack {
+    pub op_id: Uuid,
+    pub task_id: Uuid,
+    pub operation: OpKind,
+    /// `success` (won every field it wrote), `conflict` (applied, lost some field to a later
+    /// write) or `error` (can never apply, or failed every attempt).
+    pub outcome: OutcomeStatus,
+    /// Why it is an `error`, in words meant for the client (never the database's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub decided_at: DateTime<Utc>,
 }
 
 /// `GET /api/sync/operations/{op_id}`: what became of one operation.

@@ -103,15 +103,17 @@ impl TestStack {
         outcomes
     }
 
-    /// Waits until every transaction that changed a task so far has ended, i.e. until the
-    /// feed's horizon is past the last change: a pull from then on must see all of them.
+    /// Waits until every transaction that changed a task or decided an operation so far has
+    /// ended, i.e. until the feed's horizon is past the last change and the last decision: a
+    /// pull from then on must see all of them.
     pub async fn feed_caught_up(&self) {
         self.eventually("the feed horizon passes the last change", || async {
             let client = self.db.get().await.unwrap();
             client
                 .query_one(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot()) \
-                            > coalesce(max(change_xid), '0'::xid8) FROM tasks",
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot()) > greatest( \
+                       (SELECT coalesce(max(change_xid), '0'::xid8) FROM tasks), \
+                       (SELECT coalesce(max(decided_xid), '0'::xid8) FROM operations))",
                     &[],
                 )
                 .await

@@ -24,7 +24,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use queue::{MAX_TRIES, QueueCounts, QueueState, QueuedOp};
-pub use replica::Tally;
+pub use replica::{Absorbed, Tally};
 pub use tasks::{Edit, NewTask};
 
 use crate::error::{Error, Result};

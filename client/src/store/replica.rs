@@ -12,17 +12,17 @@ use std::collections::HashMap;
 use rusqlite::{Connection, params};
 use serde::Serialize;
 use tasksync_shared::{
-    SyncStatus, Task,
+    OutcomeStatus, SyncStatus, Task,
     merge::{Register, Stamp, TaskState},
     model::to_db_precision,
     operation::ItemStatus,
-    sync::{ChangesPage, OperationStatus, PushResponse},
+    sync::{Ack, ChangesPage, OperationStatus, PushResponse},
 };
 use uuid::Uuid;
 
 use super::{
     Store,
-    queue::{MAX_TRIES, QueuedOp, undecided_of},
+    queue::{MAX_TRIES, QueuedOp, select, undecided_of},
     rows::{self, TaskRow, micros},
 };
 use crate::error::Result;
@@ -227,17 +227,96 @@ impl Store {
     }
 
     /// Stores one page of the changes feed and then its cursor, in one transaction: a crash
-    /// repeats the page rather than losing it.
-    pub fn absorb_page(&mut self, page: &ChangesPage) -> Result<usize> {
+    /// repeats the page rather than losing it. The page's acknowledgements settle the entries
+    /// of this device's queue they name (no lookup needed for those); during a resync the
+    /// page's tasks are noted, and its last page drops the local tasks the server no longer
+    /// has (except those with entries in the queue).
+    pub fn absorb_page(&mut self, page: &ChangesPage) -> Result<Absorbed> {
         let tx = self.conn.transaction()?;
+        let mut absorbed = Absorbed::default();
+        for ack in &page.acks {
+            settle(&tx, ack, &mut absorbed.settled)?;
+        }
+        let resyncing: bool =
+            tx.query_row("SELECT resyncing FROM sync_state WHERE id = 1", [], |r| {
+                r.get("resyncing")
+            })?;
         for task in &page.changes {
             absorb(&tx, task)?;
+            if resyncing {
+                tx.execute(
+                    "INSERT OR IGNORE INTO resync_seen (id) VALUES (?1)",
+                    [task.id.to_string()],
+                )?;
+            }
+        }
+        if resyncing && !page.has_more {
+            absorbed.dropped = tx.execute(
+                "DELETE FROM tasks WHERE id NOT IN (SELECT id FROM resync_seen)
+                    AND id NOT IN (SELECT task_id FROM sync_queue)",
+                [],
+            )?;
+            tx.execute("DELETE FROM resync_seen", [])?;
+            tx.execute("UPDATE sync_state SET resyncing = 0 WHERE id = 1", [])?;
         }
         tx.execute(
             "UPDATE sync_state SET pull_cursor = ?1 WHERE id = 1",
             [&page.next_cursor],
         )?;
         tx.commit()?;
-        Ok(page.changes.len())
+        absorbed.tasks = page.changes.len();
+        Ok(absorbed)
     }
+
+    /// Starts a resync after the server refused the pull cursor (410): the pull starts again
+    /// from an empty cursor, and its last page replaces the local copy ([`Self::absorb_page`]).
+    pub fn begin_resync(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM resync_seen", [])?;
+        tx.execute(
+            "UPDATE sync_state SET pull_cursor = '', resyncing = 1 WHERE id = 1",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// What one page did to the local store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Absorbed {
+    /// Tasks received.
+    pub tasks: usize,
+    /// Queue entries the page's acknowledgements decided.
+    pub settled: Tally,
+    /// Local tasks a finished resync dropped (the server no longer has them).
+    pub dropped: usize,
+}
+
+/// Settles the undecided queue entry `ack` names, if this device has one: applied (dropped
+/// from the queue) or failed for good, as a lookup would.
+fn settle(conn: &Connection, ack: &Ack, tally: &mut Tally) -> Result<()> {
+    let entries = select(
+        conn,
+        "SELECT * FROM sync_queue WHERE op_id = ?1 AND state IN ('queued', 'accepted')",
+        [ack.op_id.to_string()],
+    )?;
+    let Some(op) = entries.first() else {
+        return Ok(());
+    };
+    match ack.outcome {
+        OutcomeStatus::Success | OutcomeStatus::Conflict => {
+            applied(conn, op, None)?;
+            if ack.outcome == OutcomeStatus::Success {
+                tally.success += 1;
+            } else {
+                tally.conflict += 1;
+            }
+        }
+        OutcomeStatus::Error => {
+            rejected(conn, op, ack.error.as_deref().unwrap_or("rejected"), true)?;
+            tally.failed += 1;
+        }
+    }
+    Ok(())
 }

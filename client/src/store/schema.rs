@@ -51,6 +51,11 @@ const MIGRATIONS: &[&str] = &[
         pull_cursor TEXT NOT NULL DEFAULT '',
         last_sync_at INTEGER
     );",
+    // 2: a resync (the server answered 410 to the pull cursor): whether one is under way, and
+    // the tasks it has received so far, so that a resync cut short resumes and still ends by
+    // dropping the local tasks the server no longer has.
+    "ALTER TABLE sync_state ADD COLUMN resyncing INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE resync_seen (id TEXT PRIMARY KEY NOT NULL);",
 ];
 
 /// The schema version this client writes.

@@ -66,6 +66,7 @@ fn processed(op: &QueuedOp, status: ItemStatus, task: Option<Task>) -> Processed
 fn page(changes: Vec<Task>, cursor: &str) -> ChangesPage {
     ChangesPage {
         changes,
+        acks: Vec::new(),
         next_cursor: cursor.into(),
         has_more: false,
         server_time: Utc::now(),
@@ -381,4 +382,98 @@ fn a_store_on_disk_keeps_its_tasks_queue_and_device_across_opens() {
     assert_eq!(store.task(task.id).unwrap(), Some(task));
     assert_eq!(store.queue_counts().unwrap().queued, 1);
     assert_eq!(store.sync_state().unwrap().device_id, device);
+}
+
+fn ack(op: &QueuedOp, outcome: tasksync_shared::OutcomeStatus) -> tasksync_shared::sync::Ack {
+    tasksync_shared::sync::Ack {
+        op_id: op.op_id,
+        task_id: op.task_id,
+        operation: op.operation,
+        outcome,
+        error: (outcome == tasksync_shared::OutcomeStatus::Error).then(|| "failed".to_string()),
+        decided_at: Utc::now(),
+    }
+}
+
+#[test]
+fn acks_in_a_page_settle_the_queue_entries_they_name() {
+    use tasksync_shared::OutcomeStatus;
+    let mut store = store();
+    let kept = add(&mut store, "kept");
+    let failed = add(&mut store, "failed");
+    let ops = store.queue(QueueState::Queued).unwrap();
+    let pending: Vec<Processed> = ops
+        .iter()
+        .map(|op| processed(op, ItemStatus::Pending, None))
+        .collect();
+    store.record_push(&ops, &answer(pending)).unwrap();
+    assert_eq!(store.queue_counts().unwrap().accepted, 2);
+
+    let mut feed = page(
+        vec![server_copy(&kept, "kept", false, kept.updated_at)],
+        "c1",
+    );
+    feed.acks = vec![
+        ack(&ops[0], OutcomeStatus::Success),
+        ack(&ops[1], OutcomeStatus::Error),
+    ];
+    // An ack of another device's operation needs nothing here.
+    feed.acks.push(tasksync_shared::sync::Ack {
+        op_id: uuid::Uuid::new_v4(),
+        ..ack(&ops[0], OutcomeStatus::Conflict)
+    });
+    let absorbed = store.absorb_page(&feed).unwrap();
+    assert_eq!(absorbed.settled.success, 1);
+    assert_eq!(absorbed.settled.failed, 1);
+    assert_eq!(absorbed.settled.conflict, 0);
+    let counts = store.queue_counts().unwrap();
+    assert_eq!((counts.queued, counts.accepted, counts.error), (0, 0, 1));
+    assert_eq!(
+        store.task(kept.id).unwrap().unwrap().sync_status,
+        SyncStatus::Synced
+    );
+    assert_eq!(
+        store.task(failed.id).unwrap().unwrap().sync_status,
+        SyncStatus::Error
+    );
+}
+
+#[test]
+fn a_resync_replaces_the_copy_and_keeps_the_unpushed_edits() {
+    let mut store = store();
+    let at = tasksync_shared::model::to_db_precision(Utc::now());
+    let remote = |title: &str| Task {
+        id: uuid::Uuid::new_v4(),
+        title: title.into(),
+        description: None,
+        completed: false,
+        created_at: at,
+        updated_at: at,
+        is_deleted: false,
+        sync_status: SyncStatus::Synced,
+        server_id: None,
+        last_synced_at: Some(at),
+    };
+    let (stays, gone) = (remote("stays"), remote("gone on the server"));
+    store
+        .absorb_page(&page(vec![stays.clone(), gone.clone()], "old"))
+        .unwrap();
+    let unpushed = add(&mut store, "not pushed yet");
+
+    store.begin_resync().unwrap();
+    assert_eq!(store.sync_state().unwrap().pull_cursor, "");
+    let mut first = page(vec![stays.clone()], "p1");
+    first.has_more = true;
+    assert_eq!(store.absorb_page(&first).unwrap().dropped, 0);
+    let last = page(vec![], "end");
+    assert_eq!(store.absorb_page(&last).unwrap().dropped, 1);
+    let mut ids: Vec<_> = store.tasks(true).unwrap().iter().map(|t| t.id).collect();
+    ids.sort();
+    let mut expected = vec![stays.id, unpushed.id];
+    expected.sort();
+    assert_eq!(ids, expected, "the server's tasks, and the local edit");
+    assert_eq!(store.sync_state().unwrap().pull_cursor, "end");
+    // Done: a later last page drops nothing.
+    store.absorb_page(&page(vec![], "later")).unwrap();
+    assert_eq!(store.tasks(true).unwrap().len(), 2);
 }

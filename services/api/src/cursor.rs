@@ -11,6 +11,12 @@
 //!   order rows of one transaction.
 //! - [`ListPosition`]: `(created_at, task id)` of the last task listed, `created_at` in
 //!   microseconds since the epoch (Postgres' own precision, so the keyset compares exactly).
+//! - [`FeedCursor`]: what `GET /api/changes` hands out since retention exists: a [`Position`]
+//!   and the retention generation it was read under (eight more bytes, 66 hex digits, its own
+//!   version byte). A cursor below what retention removed is expired only if a sweep ran
+//!   since it was handed out ([`FeedCursor::expired`]): a client paging from an empty cursor
+//!   is never sent back to the start by rows that were gone before it began. A bare
+//!   [`Position`] cursor (version 1) reads as generation 0.
 //!
 //! - [`ConflictPosition`]: the record id of the last conflict served (newest first), and the
 //!   task whose history it is.
@@ -27,7 +33,9 @@ use crate::error::ApiError;
 const CHANGES_VERSION: u8 = 1;
 const LIST_VERSION: u8 = 2;
 const CONFLICTS_VERSION: u8 = 3;
+const FEED_VERSION: u8 = 4;
 const BYTES: usize = 1 + 8 + 16;
+const FEED_BYTES: usize = BYTES + 8;
 
 /// Where a page of the feed ends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,6 +66,66 @@ impl Position {
             xid: u64::from_be_bytes(key),
             id,
         })
+    }
+}
+
+impl Position {
+    /// Past every position whose transaction id is below `horizon`: the end of the feed read
+    /// under that horizon.
+    pub fn end_below(horizon: u64) -> Self {
+        Self {
+            xid: horizon.saturating_sub(1),
+            id: Uuid::max(),
+        }
+    }
+}
+
+/// A changes-feed cursor: where a page ended, and the retention generation (how many sweeps
+/// had removed feed rows) when it was read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedCursor {
+    pub position: Position,
+    pub generation: u64,
+}
+
+impl FeedCursor {
+    pub fn encode(self) -> String {
+        let mut bytes = Vec::with_capacity(FEED_BYTES);
+        bytes.push(FEED_VERSION);
+        bytes.extend_from_slice(&self.position.xid.to_be_bytes());
+        bytes.extend_from_slice(self.position.id.as_bytes());
+        bytes.extend_from_slice(&self.generation.to_be_bytes());
+        hex(&bytes)
+    }
+
+    /// Reads a cursor this api handed out (either version); `None` when it is not one. An
+    /// empty cursor is the start of the feed.
+    pub fn decode(cursor: &str) -> Option<Self> {
+        if cursor.len() == BYTES * 2 || cursor.is_empty() {
+            return Position::decode(cursor).map(|position| Self {
+                position,
+                generation: 0,
+            });
+        }
+        let bytes = unhex(cursor, FEED_BYTES)?;
+        if bytes[0] != FEED_VERSION {
+            return None;
+        }
+        Some(Self {
+            position: Position {
+                xid: u64::from_be_bytes(bytes[1..9].try_into().ok()?),
+                id: Uuid::from_slice(&bytes[9..25]).ok()?,
+            },
+            generation: u64::from_be_bytes(bytes[25..].try_into().ok()?),
+        })
+    }
+
+    /// Whether rows this cursor had not reached may have been removed: retention removed rows
+    /// up to `pruned` in some sweep after generation `self.generation`, and the cursor lies
+    /// below them. The start of the feed never expires (a client starting over misses
+    /// nothing), nor does a cursor at or past everything removed.
+    pub fn expired(self, pruned: Position, generation: u64) -> bool {
+        self.position != Position::START && self.generation < generation && self.position < pruned
     }
 }
 
@@ -128,21 +196,30 @@ fn encode(version: u8, key: [u8; 8], id: Uuid) -> String {
     bytes.push(version);
     bytes.extend_from_slice(&key);
     bytes.extend_from_slice(id.as_bytes());
+    hex(&bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
-        .fold(String::with_capacity(BYTES * 2), |mut s, b| {
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         })
 }
 
-fn decode(version: u8, cursor: &str) -> Option<([u8; 8], Uuid)> {
-    if cursor.len() != BYTES * 2 || !cursor.is_ascii() {
+/// `len` bytes from their hex digits; `None` for anything else.
+fn unhex(cursor: &str, len: usize) -> Option<Vec<u8>> {
+    if cursor.len() != len * 2 || !cursor.is_ascii() {
         return None;
     }
-    let bytes = (0..BYTES)
+    (0..len)
         .map(|i| u8::from_str_radix(&cursor[2 * i..2 * i + 2], 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
+        .collect()
+}
+
+fn decode(version: u8, cursor: &str) -> Option<([u8; 8], Uuid)> {
+    let bytes = unhex(cursor, BYTES)?;
     if bytes[0] != version {
         return None;
     }
@@ -193,6 +270,77 @@ mod tests {
         ] {
             assert_eq!(Position::decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_feed_cursor_survives_the_round_trip_and_reads_the_older_version() {
+        let cursor = FeedCursor {
+            position: Position {
+                xid: (7 << 32) + 1234,
+                id: Uuid::new_v4(),
+            },
+            generation: 3,
+        };
+        let text = cursor.encode();
+        assert_eq!(text.len(), 66);
+        assert_eq!(FeedCursor::decode(&text), Some(cursor));
+        let older = FeedCursor::decode(&cursor.position.encode()).unwrap();
+        assert_eq!((older.position, older.generation), (cursor.position, 0));
+        assert_eq!(FeedCursor::decode(""), Some(FeedCursor::default()));
+        for bad in [
+            &text[..64],
+            &format!("01{}", &text[2..]),
+            "zz".repeat(33).as_str(),
+        ] {
+            assert_eq!(FeedCursor::decode(bad), None, "{bad}");
+        }
+        assert_eq!(ListPosition::decode(&text), None);
+    }
+
+    #[test]
+    fn a_cursor_expires_only_below_what_a_later_sweep_removed() {
+        let at = |xid| Position {
+            xid,
+            id: Uuid::from_u128(5),
+        };
+        let cursor = |xid, generation| FeedCursor {
+            position: at(xid),
+            generation,
+        };
+        let pruned = at(100);
+        assert!(cursor(99, 1).expired(pruned, 2), "below, and swept since");
+        assert!(
+            !cursor(99, 2).expired(pruned, 2),
+            "read after the last sweep"
+        );
+        assert!(!cursor(100, 1).expired(pruned, 2), "at what was removed");
+        assert!(!cursor(150, 0).expired(pruned, 2), "past it");
+        assert!(
+            !FeedCursor::default().expired(pruned, 2),
+            "the start never expires"
+        );
+        assert!(
+            !cursor(0, 0).expired(Position::START, 0),
+            "nothing removed yet"
+        );
+    }
+
+    #[test]
+    fn the_end_below_a_horizon_is_past_every_position_under_it() {
+        let end = Position::end_below(1_000);
+        assert!(
+            Position {
+                xid: 999,
+                id: Uuid::max()
+            } <= end
+        );
+        assert!(
+            end < Position {
+                xid: 1_000,
+                id: Uuid::nil()
+            }
+        );
+        assert_eq!(Position::end_below(0).xid, 0);
     }
 
     #[test]

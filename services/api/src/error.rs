@@ -15,6 +15,7 @@
 //! | `RequestTimeout` | 408: the body was not received within `HTTP_REQUEST_TIMEOUT_MS` | `timeout` |
 //! | `Exists` | 409: a create's id is taken | `exists` |
 //! | `Conflict` | 409: a later write won, or the worker rejected the operation | `conflict` |
+//! | `CursorExpired` | 410: a feed cursor below the retention horizon; resync from the start | `cursor_expired` |
 //! | `PreconditionFailed` | 412 with the current `ETag`: `If-Match` did not hold | `precondition_failed` |
 //! | `PayloadTooLarge` | 413 | `payload_too_large` |
 //! | `UriTooLong` | 414: the path and query are longer than the api reads | `uri_too_long` |
@@ -47,6 +48,9 @@ pub enum ApiError {
     Exists(String),
     #[error("{0}")]
     Conflict(String),
+    /// A changes cursor older than what retention removed (`tasksync_shared::retention`).
+    #[error("{0}")]
+    CursorExpired(String),
     /// The message, and the task's current entity tag when known (sent as `ETag`).
     #[error("{0}")]
     PreconditionFailed(String, Option<String>),
@@ -81,6 +85,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Exists(_) | Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::CursorExpired(_) => StatusCode::GONE,
             Self::PreconditionFailed(..) => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -100,6 +105,7 @@ impl ApiError {
             Self::RequestTimeout(_) => "timeout",
             Self::Exists(_) => "exists",
             Self::Conflict(_) => "conflict",
+            Self::CursorExpired(_) => "cursor_expired",
             Self::PreconditionFailed(..) => "precondition_failed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UriTooLong(_) => "uri_too_long",
@@ -279,6 +285,7 @@ mod tests {
             (ApiError::RequestTimeout(m()), 408, "timeout"),
             (ApiError::Exists(m()), 409, "exists"),
             (ApiError::Conflict(m()), 409, "conflict"),
+            (ApiError::CursorExpired(m()), 410, "cursor_expired"),
             (
                 ApiError::PreconditionFailed(m(), Some("\"t\"".into())),
                 412,

@@ -15,6 +15,7 @@
 //! - [`cursor`]: the opaque cursors of the changes feed, the task list and conflict history;
 //! - [`device`]: the `Device-Id` header (checked on every route) and what is recorded of
 //!   devices' pushes and pulls;
+//! - [`client_error`]: the words a client may read of an operation's recorded error;
 //! - [`broker`]: publishing with confirms, receiving outcomes, sampling queue depths;
 //! - [`storage`]: all SQL (reads only);
 //! - [`auth`]: bearer-token authentication (or development mode), the layer that says which
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod batch;
 pub mod broker;
+pub mod client_error;
 pub mod cursor;
 pub mod device;
 pub mod edge;

@@ -11,18 +11,19 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool, PoolError};
-use futures_util::TryStreamExt;
 use tasksync_shared::{SyncStatus, Task, failure::RecordState, model::TASK_COLUMNS};
-use tokio_postgres::{Row, Statement, error::SqlState, types::ToSql};
+use tokio_postgres::{Statement, error::SqlState};
 use uuid::Uuid;
 
-use crate::{cursor::Position, error::ApiError};
+use crate::error::ApiError;
 
 pub mod conflicts;
 pub mod devices;
+mod feed;
 mod list;
 mod operations;
 
+pub use feed::{EXPIRED, FeedPage, check_cursor, read_feed};
 pub use list::{TaskPage, list_tasks};
 pub use operations::{OperationRecord, find_operation};
 
@@ -63,42 +64,6 @@ async fn connection(pool: &Pool) -> Result<Object, ApiError> {
         }
         _ => e.into(),
     })
-}
-
-/// Streams the rows of `sql` (which must fetch `limit + 1` rows) and keeps at most `limit`,
-/// fewer when [`PAGE_TEXT_BUDGET`] is reached. Returns them and whether more rows followed.
-async fn bounded_page(
-    client: &Object,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    limit: usize,
-) -> Result<(Vec<Row>, bool), ApiError> {
-    let statement = prepare_in_index_order(client, sql).await?;
-    let stream = client
-        .query_raw(&statement, params.iter().map(|p| *p as &dyn ToSql))
-        .await?;
-    let mut stream = std::pin::pin!(stream);
-    let mut rows = Vec::new();
-    let mut held = 0;
-    while let Some(row) = stream.try_next().await? {
-        if rows.len() >= limit || held >= PAGE_TEXT_BUDGET {
-            // Dropping the stream lets the connection discard the rest.
-            return Ok((rows, true));
-        }
-        held += text_bytes(&row);
-        rows.push(row);
-    }
-    Ok((rows, false))
-}
-
-fn text_bytes(row: &Row) -> usize {
-    let len = |name: &str| {
-        row.try_get::<_, Option<&str>>(name)
-            .ok()
-            .flatten()
-            .map_or(0, str::len)
-    };
-    ROW_ALLOWANCE + len("title") + len("description")
 }
 
 fn fetch_count(limit: usize) -> i64 {
@@ -160,48 +125,4 @@ pub async fn sync_summary(pool: &Pool, user: &str) -> Result<SyncSummary, ApiErr
         in_flight: row.try_get("in_flight")?,
         oldest_in_flight_at: row.try_get("oldest_in_flight_at")?,
     })
-}
-
-/// One page of the caller's changes feed after `after`, in commit-horizon order, and whether
-/// more rows were known past it.
-///
-/// Only rows whose `change_xid` lies below `pg_snapshot_xmin(pg_current_snapshot())` are
-/// served: every transaction below that horizon has ended, so no transaction still running
-/// can later commit a change that sorts before what this page hands out. A transaction that
-/// stays open only delays the rows after it; it never makes the feed skip them.
-///
-/// The order is the `xid8` column itself (`tasks.change_xid`), the one the cursor condition
-/// compares and the index `tasks_changes (user_id, change_xid, id)` holds; the position goes
-/// out as text under another name. Sorting by the text would put 10000 before 9999 and page
-/// past changes for good.
-pub async fn changes_after(
-    pool: &Pool,
-    user: &str,
-    after: Position,
-    limit: usize,
-) -> Result<(Vec<(Position, Task)>, bool), ApiError> {
-    let client = connection(pool).await?;
-    let sql = format!(
-        "SELECT {TASK_COLUMNS}, change_xid::text AS change_position FROM tasks \
-         WHERE user_id = $1 AND title IS NOT NULL \
-           AND change_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot())) \
-           AND (change_xid, id) > ($2::text::xid8, $3) \
-         ORDER BY tasks.change_xid, tasks.id \
-         LIMIT $4"
-    );
-    let xid = after.xid.to_string();
-    let params: [&(dyn ToSql + Sync); 4] = [&user, &xid, &after.id, &fetch_count(limit)];
-    let (rows, has_more) = bounded_page(&client, &sql, &params, limit).await?;
-    let page = rows
-        .iter()
-        .map(|row| {
-            let task = Task::from_row(row)?;
-            let xid: &str = row.try_get("change_position")?;
-            let xid = xid
-                .parse()
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("change_xid {xid:?}: {e}")))?;
-            Ok((Position { xid, id: task.id }, task))
-        })
-        .collect::<Result<_, ApiError>>()?;
-    Ok((page, has_more))
 }

@@ -9,6 +9,7 @@
 //! - [`storage`]: all SQL of the worker, with the failure records in [`storage::failures`];
 //! - [`consumer`]: the loop around the step: connect, consume, decide each delivery's fate
 //!   (applied, retried, parked, held for the database), carry it out, reconnect;
+//! - [`retention`]: the periodic sweep of history past `RETENTION_DAYS`;
 //! - [`http`]: the worker's own listener (`WORKER_HTTP_PORT`): `/health`, `/ready`, `/metrics`;
 //! - [`metrics`]: its Prometheus recorder and the liveness facts the probes read;
 //! - [`faults`]: failure injection, reachable only from code (tests).
@@ -18,6 +19,7 @@ pub mod consumer;
 pub mod faults;
 pub mod http;
 pub mod metrics;
+pub mod retention;
 pub mod storage;
 
 use std::{future::Future, sync::Arc};
@@ -129,6 +131,12 @@ impl Worker {
                 pool.clone(),
                 metrics.clone(),
                 settings.db_timeout,
+                stop.clone(),
+            ));
+            tokio::spawn(retention::sweep_periodically(
+                pool.clone(),
+                settings.retention_days,
+                settings.retention_sweep,
                 stop.clone(),
             ));
             consumer::consume(&settings, &pool, injector, &metrics, stop.clone()).await;

@@ -25,7 +25,7 @@ mod tasks;
 
 use tokio_postgres::error::SqlState;
 
-pub use conflicts::{Conflict, prune_conflicts, record_conflicts};
+pub use conflicts::{Conflict, record_conflicts};
 pub use devices::{DeviceTally, count_decisions};
 pub use log::{Decision, Logged, logged_operations, write_decisions};
 pub use tasks::{LockedTask, lock_key, lock_tasks, read_tasks, save_tasks};

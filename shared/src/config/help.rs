@@ -110,6 +110,16 @@ pub const VARIABLES: &[Variable] = &[
         "2",
         "batches one worker applies at once (1-8; times WORKER_BATCH_SIZE at most 2000)",
     ),
+    var(
+        "RETENTION_DAYS",
+        "90",
+        "days the operation log, final failure records and tombstones are kept; 0 = forever",
+    ),
+    var(
+        "RETENTION_SWEEP_SECS",
+        "3600",
+        "seconds between a worker's retention sweeps",
+    ),
     var("DB_POOL_SIZE", "16", "Postgres connections per process"),
     var(
         "BODY_LIMIT_BYTES",

@@ -108,11 +108,20 @@ async fn the_feed_pages_every_change_in_a_stable_order_with_tombstones() {
 
     let end = stack.changes(&cursor, None).await.body;
     assert_eq!(end["changes"], json!([]));
-    assert_eq!(end["has_more"], false);
     assert_eq!(
-        end["next_cursor"],
-        cursor.as_str(),
-        "an empty page keeps the cursor"
+        end["acks"],
+        json!([]),
+        "every decision came with its change"
+    );
+    assert_eq!(end["has_more"], false);
+    let after_end = stack
+        .changes(end["next_cursor"].as_str().unwrap(), None)
+        .await
+        .body;
+    assert_eq!(
+        after_end["changes"],
+        json!([]),
+        "the last page's cursor is the end of the feed"
     );
     let again = stack.changes("", Some(1000)).await.body;
     let replay: Vec<&str> = again["changes"]

@@ -3,7 +3,8 @@
 //!
 //! Layout: [`Cli`] (the commands), [`queues`] (depths), [`dlq`] (dead letters, one module per
 //! command), [`ops`] (where operations stand: `op`, `ops list`), [`devices`] (devices' sync
-//! health), [`conflicts`] (the conflict history), [`records`] (every SQL statement), [`broker`] (AMQP, with errors in words),
+//! health), [`conflicts`] (the conflict history), [`prune`] (one retention sweep now),
+//! [`records`] (every SQL statement), [`broker`] (AMQP, with errors in words),
 //! [`error`] (exit codes), [`table`] (human output). Every command prints a table, or JSON with
 //! `--json`; prompts and errors go to stderr.
 //!
@@ -26,6 +27,7 @@ pub mod devices;
 pub mod dlq;
 pub mod error;
 pub mod ops;
+pub mod prune;
 pub mod queues;
 pub mod records;
 pub mod table;
@@ -106,6 +108,14 @@ pub enum Command {
         /// At most this many records.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
         limit: i64,
+    },
+    /// One retention sweep now: removes decisions, tombstones and final failure records older
+    /// than the horizon (what the sync-worker does every RETENTION_SWEEP_SECS). Pull cursors
+    /// older than what it removes then answer 410 cursor_expired and their clients resync.
+    Prune {
+        /// The horizon (RFC 3339); default RETENTION_DAYS ago.
+        #[arg(long)]
+        before: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -253,6 +263,7 @@ pub async fn run(cli: Cli, settings: &Settings, io: Io<'_>) -> Result<(), CtlErr
             };
             conflicts::conflicts(settings, &of, limit, cli.json, io.out).await
         }
+        Command::Prune { before } => prune::prune(settings, before, cli.json, io.out).await,
     }
 }
 

@@ -13,7 +13,7 @@ pub struct ErrorBody {
     /// What went wrong; a 400 starts with the offending field (`title: must not be blank`).
     error: String,
     /// Machine-readable and stable, snake_case: `invalid_request`, `unauthorized`,
-    /// `not_found`, `method_not_allowed`, `timeout`, `exists`, `conflict`,
+    /// `not_found`, `method_not_allowed`, `timeout`, `exists`, `conflict`, `cursor_expired`,
     /// `precondition_failed`, `payload_too_large`, `uri_too_long`, `unsupported_media_type`,
     /// `rate_limited`, `operation_failed`, `internal`, `unavailable`.
     #[schema(example = "not_found")]
@@ -37,6 +37,12 @@ pub struct Unauthorized(ErrorBody);
 /// No such task for the caller (another user's task answers the same).
 #[derive(Debug, ToResponse)]
 pub struct NotFound(ErrorBody);
+
+/// The changes cursor is older than the retention horizon: rows it had not reached yet were
+/// pruned. Resync: pull from an empty cursor to the end, replace the local copy of every task
+/// with what it returns (dropping tasks it does not), keep unpushed edits and push them.
+#[derive(Debug, ToResponse)]
+pub struct CursorExpired(ErrorBody);
 
 /// `If-Match` did not hold when the worker applied the operation: the task changed since the
 /// client read it (or is gone). Nothing was written; `ETag` is the current tag, when the task

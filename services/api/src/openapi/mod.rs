@@ -26,7 +26,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use tasksync_shared::{OpKind, SyncStatus, Task, operation::ItemStatus};
+use tasksync_shared::{OpKind, OutcomeStatus, SyncStatus, Task, operation::ItemStatus};
 use utoipa::{
     Modify, OpenApi,
     openapi::{
@@ -82,11 +82,12 @@ use crate::{
         crate::metrics::render,
     ),
     components(
-        schemas(ErrorBody, Task, SyncStatus, ItemStatus, OpKind),
+        schemas(ErrorBody, Task, SyncStatus, ItemStatus, OpKind, OutcomeStatus),
         responses(
             BadRequest,
             Unauthorized,
             NotFound,
+            CursorExpired,
             PreconditionFailed,
             RequestTimeout,
             PayloadTooLarge,

@@ -1,9 +1,10 @@
 //! `GET /api/changes?since=CURSOR&limit=N`: the pull side of offline sync.
 //!
-//! Every change of the caller's tasks after the cursor, deleted ones included, in commit-horizon
-//! order (`storage::changes_after` says why that order never skips a committed change), with
-//! the cursor to continue from. Clients treat the cursor as opaque and page until `has_more` is
-//! false; an empty or absent `since` starts from the beginning.
+//! Every change of the caller's tasks after the cursor, deleted ones included, and the caller's
+//! operations decided in the same range (`acks`), in commit-horizon order (`storage::read_feed`
+//! says why that order never skips a committed change), with the cursor to continue from.
+//! Clients treat the cursor as opaque and page until `has_more` is false; an empty or absent
+//! `since` starts from the beginning. A cursor older than the retention horizon is a 410.
 
 use axum::{Json, extract::State};
 use chrono::Utc;
@@ -12,11 +13,11 @@ use tasksync_shared::sync::ChangesPage;
 use utoipa::IntoParams;
 
 use crate::{
-    cursor::{Position, page_limit},
+    cursor::{FeedCursor, page_limit},
     device::{self, Device},
     error::ApiError,
     extract::{ApiQuery, CurrentUser},
-    openapi::BadRequest,
+    openapi::{BadRequest, CursorExpired},
     state::AppState,
     storage,
 };
@@ -44,14 +45,19 @@ pub struct ChangesQuery {
     tag = "sync",
     summary = "Pull what changed",
     description = "Every change of the caller's tasks after the cursor, deleted ones included, \
-        each task as it is now. Page from the returned `next_cursor` while `has_more` is true.",
+        each task as it is now, and the caller's operations decided in the same range \
+        (`acks`: each decision once, including writes that changed nothing and writes that \
+        failed for good). Page from the returned `next_cursor` while `has_more` is true. A \
+        cursor older than the retention horizon answers 410 `cursor_expired`: pull again from \
+        an empty cursor and replace the local copy.",
     params(
         ChangesQuery,
         ("Device-Id" = Option<String>, Header, description = "The pulling device's name: its latest pull (time, and the cursor handed out) is recorded (`GET /api/devices`)"),
     ),
     responses(
-        (status = 200, description = "One page of changes", body = ChangesPage),
+        (status = 200, description = "One page of changes and acknowledgements", body = ChangesPage),
         (status = 400, response = BadRequest),
+        (status = 410, response = CursorExpired),
     ),
 )]
 pub async fn changes(
@@ -61,20 +67,14 @@ pub async fn changes(
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<ChangesPage>, ApiError> {
     let since = query.since.unwrap_or_default();
-    let after = Position::decode(since.trim()).ok_or_else(|| {
+    let after = FeedCursor::decode(since.trim()).ok_or_else(|| {
         ApiError::BadRequest("since: not a cursor from this api (use next_cursor)".into())
     })?;
     let limit = page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let (page, has_more) = state
-        .db_round(storage::changes_after(&state.db, &user, after, limit))
+    let page = state
+        .db_round(storage::read_feed(&state.db, &user, after, limit))
         .await?;
-    let next = page.last().map_or(after, |(position, _)| *position);
-    let next_cursor = next.encode();
-    device::record_pull(&state, &user, device.as_deref(), &next_cursor).await;
-    Ok(Json(ChangesPage {
-        changes: page.into_iter().map(|(_, task)| task).collect(),
-        next_cursor,
-        has_more,
-        server_time: Utc::now(),
-    }))
+    let answer = page.into_answer(Utc::now());
+    device::record_pull(&state, &user, device.as_deref(), &answer.next_cursor).await;
+    Ok(Json(answer))
 }

@@ -5,7 +5,7 @@ use deadpool_postgres::Pool;
 use tasksync_shared::sync::{CONFLICT_SELECT, ConflictRecord};
 use uuid::Uuid;
 
-use super::{bounded_page, connection, fetch_count};
+use super::{connection, fetch_count, prepare_in_index_order};
 use crate::{cursor::ConflictPosition, error::ApiError};
 
 /// Up to `limit` conflict records of `task` (the caller's: `user` is checked on every row)
@@ -24,13 +24,12 @@ pub async fn task_conflicts(
          ORDER BY c.id DESC LIMIT $4"
     );
     let before = before.map_or(i64::MAX, |p| p.record);
-    let (rows, more) = bounded_page(
-        &client,
-        &sql,
-        &[&task, &user, &before, &fetch_count(limit)],
-        limit,
-    )
-    .await?;
+    let statement = prepare_in_index_order(&client, &sql).await?;
+    let mut rows = client
+        .query(&statement, &[&task, &user, &before, &fetch_count(limit)])
+        .await?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
     let records = rows
         .iter()
         .map(|row| Ok((row.try_get("id")?, ConflictRecord::from_row(row)?)))

@@ -63,25 +63,3 @@ pub async fn record_conflicts(
     .await?;
     Ok(())
 }
-
-/// Most conflict records one [`prune_conflicts`] call removes, so that one call holds its locks
-/// briefly; call again while it returns this many.
-pub const PRUNE_CHUNK: i64 = 10_000;
-
-/// Removes up to [`PRUNE_CHUNK`] conflict records recorded before `before` (the retention
-/// horizon), oldest first, and returns how many it removed. For the retention pruner, which
-/// calls it in a loop until it returns less than a chunk.
-#[instrument(skip_all)]
-pub async fn prune_conflicts(
-    client: &impl GenericClient,
-    before: DateTime<Utc>,
-) -> Result<u64, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "DELETE FROM task_conflicts WHERE id IN ( \
-               SELECT id FROM task_conflicts WHERE recorded_at < $1 \
-               ORDER BY recorded_at LIMIT $2)",
-        )
-        .await?;
-    client.execute(&statement, &[&before, &PRUNE_CHUNK]).await
-}

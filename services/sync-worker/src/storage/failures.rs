@@ -180,9 +180,12 @@ async fn upsert(
 }
 
 /// Logs the parked operation's outcome `error` (replacing an earlier `error`, never a success)
-/// with its first and last failure times from its failure record and its device (`$12`). When
-/// that is the operation's first decision (the row is new), its device counts one more failed
-/// operation (the apply step counts the others, in its own transaction).
+/// with its first and last failure times from its failure record and its device (`$12`). The
+/// row takes this transaction's id as its feed position (`decided_xid`, the column's default on
+/// insert, set again when it replaces an earlier `error`), so the client sees the decision in its
+/// next pull even when the operation was parked before, replayed, and parked again. When that is
+/// the operation's first decision (the row is new), its device counts one more failed operation
+/// (the apply step counts the others, in its own transaction).
 const LOG_ERROR: &str = "\
     WITH logged AS ( \
       INSERT INTO operations (op_id, task_id, user_id, kind, fields, client_ts, received_at, \
@@ -191,7 +194,8 @@ const LOG_ERROR: &str = "\
       FROM operation_failures f WHERE f.message_id = $10 \
       ON CONFLICT (op_id) DO UPDATE SET \
         attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
-        last_failed_at = EXCLUDED.last_failed_at, decided_at = now() \
+        last_failed_at = EXCLUDED.last_failed_at, decided_at = now(), \
+        decided_xid = pg_current_xact_id() \
       WHERE operations.outcome = $11 \
       RETURNING (xmax = 0) AS inserted) \
     INSERT INTO devices AS d (user_id, device_id, ops_failed, last_decided_at) \

@@ -88,8 +88,7 @@ fn unstored(id: Uuid, user_id: &str) -> LockedTask {
 /// The advisory lock key of a task: the two halves of its id folded into 64 bits. Two ids
 /// with one key share a lock, which only serializes more than needed, never wrongly.
 pub fn lock_key(id: Uuid) -> i64 {
-    let (high, low) = id.as_u64_pair();
-    i64::from_ne_bytes((high ^ low).to_ne_bytes())
+    tasksync_shared::retention::task_lock_key(id)
 }
 
 /// Takes the transaction-scoped advisory locks of `ids`, in ascending key order, in one
