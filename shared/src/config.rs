@@ -9,12 +9,17 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 mod edge;
+mod events;
 pub mod help;
 mod secret;
 mod urls;
 
 pub use edge::{
     AllowedOrigins, DEFAULT_AUTHENTICATED_RATE, DEFAULT_QUEUE_HIGH_WATER, EdgeSettings, RateLimit,
+};
+pub use events::{
+    DEFAULT_EVENTS_HEARTBEAT, DEFAULT_EVENTS_MAX_SUBSCRIBERS, DEFAULT_EVENTS_PER_USER,
+    EventsSettings,
 };
 pub use secret::{MASK, SecretUrl, redact};
 
@@ -83,6 +88,9 @@ pub struct Settings {
     /// `WORKER_HTTP_PORT`: the worker's port for `/health`, `/ready` and `/metrics` (0 picks a
     /// free one, as tests do).
     pub worker_http_port: u16,
+    /// `EVENTS_HEARTBEAT_SECS`, `EVENTS_MAX_SUBSCRIBERS`, `EVENTS_MAX_PER_USER`: the api's live
+    /// event streams ([`EventsSettings`]).
+    pub events: EventsSettings,
 }
 
 impl Default for Settings {
@@ -113,6 +121,7 @@ impl Default for Settings {
             http_request_timeout: Duration::from_millis(30_000),
             http_max_connections: 10_000,
             worker_http_port: 3001,
+            events: EventsSettings::default(),
         }
     }
 }
@@ -245,6 +254,12 @@ impl Settings {
             http_max_connections: positive(&get, "HTTP_MAX_CONNECTIONS")?
                 .unwrap_or(d.http_max_connections),
             worker_http_port: parse(&get, "WORKER_HTTP_PORT")?.unwrap_or(d.worker_http_port),
+            events: EventsSettings::from_variables(
+                positive(&get, "EVENTS_HEARTBEAT_SECS")?,
+                positive(&get, "EVENTS_MAX_SUBSCRIBERS")?,
+                positive(&set, "EVENTS_MAX_PER_USER")?,
+                authenticated,
+            ),
         };
         let in_flight = at_most(
             "WORKER_BATCHES_IN_FLIGHT",
@@ -592,6 +607,34 @@ mod tests {
         );
         let error = from(&[("WORKER_HTTP_PORT", "http")]).unwrap_err();
         assert!(error.to_string().contains("WORKER_HTTP_PORT"), "{error}");
+    }
+
+    #[test]
+    fn the_event_limits_default_by_mode_and_are_read_from_their_variables() {
+        let secret = ("JWT_SECRET", "0123456789abcdef0123456789abcdef-s3cret");
+        let dev = from(&[]).unwrap().events;
+        assert_eq!(dev.heartbeat, Duration::from_secs(15));
+        assert_eq!((dev.max_subscribers, dev.max_per_user), (10_000, 10_000));
+        assert_eq!(from(&[secret]).unwrap().events.max_per_user, 16);
+        let empty = from(&[secret, ("EVENTS_MAX_PER_USER", "")]).unwrap();
+        assert_eq!(empty.events.max_per_user, 16, "empty counts as unset");
+        let own = from(&[
+            ("EVENTS_HEARTBEAT_SECS", "2"),
+            ("EVENTS_MAX_SUBSCRIBERS", "50"),
+            ("EVENTS_MAX_PER_USER", "3"),
+        ])
+        .unwrap()
+        .events;
+        assert_eq!(own.heartbeat, Duration::from_secs(2));
+        assert_eq!((own.max_subscribers, own.max_per_user), (50, 3));
+        for name in [
+            "EVENTS_HEARTBEAT_SECS",
+            "EVENTS_MAX_SUBSCRIBERS",
+            "EVENTS_MAX_PER_USER",
+        ] {
+            assert_eq!(from(&[(name, "0")]).unwrap_err().name, name);
+            assert_eq!(from(&[(name, "many")]).unwrap_err().name, name);
+        }
     }
 
     #[test]

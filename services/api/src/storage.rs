@@ -178,6 +178,16 @@ pub async fn changes_after(
     limit: usize,
 ) -> Result<(Vec<(Position, Task)>, bool), ApiError> {
     let client = connection(pool).await?;
+    changes_on(&client, user, after, limit).await
+}
+
+/// [`changes_after`] on a connection the caller holds.
+async fn changes_on(
+    client: &Object,
+    user: &str,
+    after: Position,
+    limit: usize,
+) -> Result<(Vec<(Position, Task)>, bool), ApiError> {
     let sql = format!(
         "SELECT {TASK_COLUMNS}, change_xid::text AS change_position FROM tasks \
          WHERE user_id = $1 AND title IS NOT NULL \
@@ -188,17 +198,76 @@ pub async fn changes_after(
     );
     let xid = after.xid.to_string();
     let params: [&(dyn ToSql + Sync); 4] = [&user, &xid, &after.id, &fetch_count(limit)];
-    let (rows, has_more) = bounded_page(&client, &sql, &params, limit).await?;
+    let (rows, has_more) = bounded_page(client, &sql, &params, limit).await?;
     let page = rows
         .iter()
         .map(|row| {
             let task = Task::from_row(row)?;
             let xid: &str = row.try_get("change_position")?;
-            let xid = xid
-                .parse()
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("change_xid {xid:?}: {e}")))?;
+            let xid = parse_xid(xid)?;
             Ok((Position { xid, id: task.id }, task))
         })
         .collect::<Result<_, ApiError>>()?;
     Ok((page, has_more))
+}
+
+fn parse_xid(xid: &str) -> Result<u64, ApiError> {
+    xid.parse()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("xid8 {xid:?}: {e}")))
+}
+
+/// The commit horizon: the oldest write transaction still running (every one below it has
+/// ended). Read in a statement of its own, so its snapshot is taken before that of a statement
+/// sent after it on the same connection.
+const HORIZON: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon";
+
+/// A page of the feed, as [`changes_after`] reads it, and a commit horizon that the page's own
+/// horizon is at or past.
+#[derive(Debug)]
+pub struct FeedRead {
+    /// Every transaction below this id had ended before the page was read: the page holds
+    /// (or precedes) every change they made.
+    pub horizon: u64,
+    pub page: Vec<(Position, Task)>,
+    pub has_more: bool,
+}
+
+/// [`changes_after`], with the horizon read just before it on the same connection (both sent
+/// together: one round trip more only the first time a connection prepares the horizon).
+/// A live stream woken for transaction X knows from `horizon > X` that the page could not have
+/// missed X's changes.
+pub async fn read_feed(
+    pool: &Pool,
+    user: &str,
+    after: Position,
+    limit: usize,
+) -> Result<FeedRead, ApiError> {
+    let client = connection(pool).await?;
+    let horizon = client.prepare_cached(HORIZON).await?;
+    // `join!` polls in the order written, and a query is queued at its first poll: the horizon
+    // runs first.
+    let (horizon, page) = tokio::join!(
+        client.query_one(&horizon, &[]),
+        changes_on(&client, user, after, limit)
+    );
+    let horizon: String = horizon?.try_get("horizon")?;
+    let (page, has_more) = page?;
+    Ok(FeedRead {
+        horizon: parse_xid(&horizon)?,
+        page,
+        has_more,
+    })
+}
+
+/// The current end of the feed: a position past every change committed so far and before
+/// every change still to commit (the horizon, before any task id). A stream that starts there
+/// serves exactly what commits from now on; `GET /api/changes` continues from it alike.
+pub async fn feed_end(pool: &Pool) -> Result<Position, ApiError> {
+    let client = connection(pool).await?;
+    let statement = client.prepare_cached(HORIZON).await?;
+    let horizon: String = client.query_one(&statement, &[]).await?.try_get("horizon")?;
+    Ok(Position {
+        xid: parse_xid(&horizon)?,
+        id: Uuid::nil(),
+    })
 }

@@ -43,7 +43,7 @@ pub use page::{docs_asset, docs_page};
 use crate::{
     auth::middleware::is_protected,
     error::ApiError,
-    routes::{changes, health, operations, status, sync, tasks},
+    routes::{changes, events, health, operations, status, sync, tasks},
 };
 
 /// The document: every route of [`crate::routes::router`].
@@ -70,6 +70,7 @@ use crate::{
         tasks::delete,
         sync::push,
         changes::changes,
+        events::events,
         operations::operation,
         status::status,
         health::health,
