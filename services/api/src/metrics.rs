@@ -125,8 +125,7 @@ impl ApiMetrics {
     /// reader did not keep up) or `shutdown`.
     pub fn events_dropped(&self, reason: &'static str) {
         self.with(|| {
-            metrics::counter!("tasksync_api_events_dropped_total", "reason" => reason)
-                .increment(1);
+            metrics::counter!("tasksync_api_events_dropped_total", "reason" => reason).increment(1);
         });
     }
 

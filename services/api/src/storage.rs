@@ -265,7 +265,10 @@ pub async fn read_feed(
 pub async fn feed_end(pool: &Pool) -> Result<Position, ApiError> {
     let client = connection(pool).await?;
     let statement = client.prepare_cached(HORIZON).await?;
-    let horizon: String = client.query_one(&statement, &[]).await?.try_get("horizon")?;
+    let horizon: String = client
+        .query_one(&statement, &[])
+        .await?
+        .try_get("horizon")?;
     Ok(Position {
         xid: parse_xid(&horizon)?,
         id: Uuid::nil(),

@@ -132,12 +132,18 @@ impl Hub {
     pub fn notify(&self, payload: &str) {
         let users = self.users();
         let Some(notice) = FeedNotice::parse(payload) else {
-            tracing::warn!(payload, "a feed notice that is not one; waking every stream");
+            tracing::warn!(
+                payload,
+                "a feed notice that is not one; waking every stream"
+            );
             users.by_user.values().for_each(|e| wake(e, None));
             return;
         };
         match &notice.users {
-            NoticeUsers::All => users.by_user.values().for_each(|e| wake(e, Some(notice.xid))),
+            NoticeUsers::All => users
+                .by_user
+                .values()
+                .for_each(|e| wake(e, Some(notice.xid))),
             NoticeUsers::Some(names) => names
                 .iter()
                 .filter_map(|name| users.by_user.get(name))
@@ -208,18 +214,34 @@ mod tests {
     #[test]
     fn a_notice_wakes_the_users_it_names_and_no_one_else() {
         let hub = hub(10, 10);
-        let (mut alice, mut bob) = (hub.subscribe("alice").unwrap(), hub.subscribe("bob").unwrap());
+        let (mut alice, mut bob) = (
+            hub.subscribe("alice").unwrap(),
+            hub.subscribe("bob").unwrap(),
+        );
         hub.notify(r#"{"xid":"41","users":["alice","carol"]}"#);
         hub.notify(r#"{"xid":"40","users":["alice"]}"#);
         assert!(alice.wake.has_changed().unwrap());
         assert!(!bob.wake.has_changed().unwrap());
         let woken = *alice.wake.borrow_and_update();
-        assert_eq!(woken, Wake { seq: 2, xid: Some(41) }, "coalesced, highest xid kept");
+        assert_eq!(
+            woken,
+            Wake {
+                seq: 2,
+                xid: Some(41)
+            },
+            "coalesced, highest xid kept"
+        );
         hub.notify(r#"{"xid":"50","users":"*"}"#);
         assert_eq!(bob.wake.borrow_and_update().xid, Some(50));
         hub.wake_all();
         hub.notify("garbage");
-        assert_eq!(*alice.wake.borrow_and_update(), Wake { seq: 5, xid: Some(50) });
+        assert_eq!(
+            *alice.wake.borrow_and_update(),
+            Wake {
+                seq: 5,
+                xid: Some(50)
+            }
+        );
     }
 
     #[test]

@@ -7,9 +7,7 @@
 
 use std::future::poll_fn;
 
-use tasksync_shared::{
-    amqp::Backoff, config::SecretUrl, db, feed::CHANNEL, shutdown::stopped,
-};
+use tasksync_shared::{amqp::Backoff, config::SecretUrl, db, feed::CHANNEL, shutdown::stopped};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 

@@ -99,7 +99,9 @@ pub async fn events(
     tokio::spawn(stream::run(state.clone(), subscription, user, start, tx));
     // The body ends when the reader task drops its sender.
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
     });
     // Proxies that buffer answers (nginx) must pass this one through as it comes.
     let no_buffering = [(

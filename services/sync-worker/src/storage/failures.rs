@@ -241,9 +241,6 @@ async fn park_operation(
         tx.execute(&mark_sql, &mark_params),
         super::notify_feed(tx, &users)
     );
-    super::both(
-        super::both(super::both(recorded, logged), marked),
-        notified,
-    )?;
+    super::both(super::both(super::both(recorded, logged), marked), notified)?;
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! anything, which Postgres delivers to the apis' `LISTEN` connections at commit (never on
 //! rollback), so that their live event streams read the feed again.
 
-use tasksync_shared::feed::CHANNEL;
 use deadpool_postgres::GenericClient;
+use tasksync_shared::feed::CHANNEL;
 use tokio_postgres::types::ToSql;
 
 /// `$1` is the users' JSON ([`tasksync_shared::feed::users_json`]); the transaction id comes
