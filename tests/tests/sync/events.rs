@@ -15,7 +15,7 @@ use std::{
 use api::cursor::Position;
 use serde_json::{Value, json};
 use sync_worker::apply::apply_first_attempts;
-use tasksync_shared::{OpKind, Operation, db, feed::CHANNEL};
+use tasksync_shared::{OpKind, Operation, config::JwtSettings, db, feed::CHANNEL};
 use tasksync_tests::{
     PATIENCE, TestStack, events::EventStream, ops::title, tokens::secret_settings,
 };
@@ -27,6 +27,18 @@ use super::feed::{commit_after, hold_a_change, op, write_rounds};
 /// A stack whose streams beat every second (their safety read too).
 async fn stack_with_fast_heartbeat() -> TestStack {
     TestStack::start_with(|s| s.events.heartbeat = Duration::from_secs(1)).await
+}
+
+/// A stack whose streams never beat within a test, so that only the worker's notice can bring
+/// a change (the heartbeat's safety read would, within 15 s, hide a missing one).
+async fn stack_woken_by_notices_only(jwt: Option<JwtSettings>) -> TestStack {
+    TestStack::start_with(|s| {
+        s.events.heartbeat = Duration::from_secs(3_600);
+        if let Some(jwt) = jwt {
+            s.jwt = jwt;
+        }
+    })
+    .await
 }
 
 /// Opens a stream from the current end of the feed and returns it with the `ready` cursor.
@@ -59,7 +71,7 @@ fn ids(events: &[tasksync_tests::events::SseEvent]) -> Vec<String> {
 
 #[tokio::test]
 async fn an_event_arrives_for_a_write_made_by_another_device() {
-    let stack = TestStack::start().await;
+    let stack = stack_woken_by_notices_only(None).await;
     let (mut phone, start) = open_at_end(&stack).await;
 
     let created = stack
@@ -81,7 +93,7 @@ async fn an_event_arrives_for_a_write_made_by_another_device() {
 
 #[tokio::test]
 async fn a_resume_with_last_event_id_delivers_exactly_the_missed_writes_in_order() {
-    let stack = TestStack::start().await;
+    let stack = stack_woken_by_notices_only(None).await;
     let (mut stream, _) = open_at_end(&stack).await;
     let first = stack.create_task(json!({"title": "a"})).await.task();
     let seen = stream.next_event().await;
@@ -151,7 +163,7 @@ async fn bad_starting_points_are_400_naming_them() {
 
 #[tokio::test]
 async fn a_stream_never_carries_another_users_change() {
-    let stack = TestStack::start_with_auth(secret_settings()).await;
+    let stack = stack_woken_by_notices_only(Some(secret_settings())).await;
     let (alice, bob) = (stack.client_as("alice"), stack.client_as("bob"));
     let mut alices = alice.events("", &[]).await;
     let mut bobs = bob.events("", &[]).await;
