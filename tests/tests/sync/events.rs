@@ -89,6 +89,30 @@ async fn an_event_arrives_for_a_write_made_by_another_device() {
     let pull = stack.changes(&start, None).await;
     assert_eq!(pull.body["changes"][0], task, "{pull:?}");
     assert_eq!(pull.body["next_cursor"], change.cursor().as_str());
+
+    // The api's metrics count the stream and what it sent.
+    let scrape = format!("{}/metrics", stack.base.trim_end_matches("/api"));
+    let metrics = stack
+        .http
+        .get(scrape)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "tasksync_api_events_subscribers 1",
+        "tasksync_api_events_listening 1",
+        "tasksync_api_events_sent_total{event=\"change\"} 1",
+        "tasksync_api_events_sent_total{event=\"ready\"} 1",
+        "tasksync_api_event_delay_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -279,8 +303,9 @@ async fn the_worker_notifies_each_committed_batch_with_its_transaction_and_users
     );
 }
 
-/// Reads `stream` into `device` (task id → task) until `finished` and the device holds
-/// `expected()`; returns every change event read.
+/// Reads `stream` into `device` (task id → task) until the writers have `finished` and the
+/// device holds the server's tasks; counts every event in `events_read` and returns the ids of
+/// the change events, in order.
 async fn follow_until_settled(
     stream: &mut EventStream,
     device: &mut BTreeMap<String, Value>,

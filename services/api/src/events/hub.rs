@@ -255,9 +255,9 @@ mod tests {
         assert_eq!(hub.subscribe("c").unwrap_err().status().as_u16(), 503);
         drop(a1);
         assert_eq!(hub.streams(), 2);
-        let _a3 = hub.subscribe("a").unwrap();
+        let a3 = hub.subscribe("a").unwrap();
         hub.close();
-        drop(_a3);
+        drop(a3);
         assert_eq!(hub.subscribe("d").unwrap_err().status().as_u16(), 503);
     }
 
