@@ -29,8 +29,7 @@ cleanup() {
     rabbitmqctl -q delete_queue "$q" >/dev/null
   done
   for x in $(rabbitmqctl -q --no-table-headers list_exchanges name | grep "^$PREFIX\."); do
-    rabbitmqadmin -q delete exchange name="$x" >/dev/null 2>&1 ||
-      echo "exchange $x left for the tests' sweep"
+    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"taskbench\">>)." >/dev/null
   done
 }
 trap cleanup EXIT
