@@ -9,12 +9,17 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 mod edge;
+mod events;
 pub mod help;
 mod secret;
 mod urls;
 
 pub use edge::{
     AllowedOrigins, DEFAULT_AUTHENTICATED_RATE, DEFAULT_QUEUE_HIGH_WATER, EdgeSettings, RateLimit,
+};
+pub use events::{
+    DEFAULT_EVENTS_HEARTBEAT, DEFAULT_EVENTS_MAX_SUBSCRIBERS, DEFAULT_EVENTS_PER_USER,
+    EventsSettings,
 };
 pub use secret::{MASK, SecretUrl, redact};
 
@@ -94,6 +99,9 @@ pub struct Settings {
     pub retention_days: u32,
     /// `RETENTION_SWEEP_SECS`: how often a worker sweeps what lies past the horizon.
     pub retention_sweep: Duration,
+    /// `EVENTS_HEARTBEAT_SECS`, `EVENTS_MAX_SUBSCRIBERS`, `EVENTS_MAX_PER_USER`: the api's live
+    /// event streams ([`EventsSettings`]).
+    pub events: EventsSettings,
 }
 
 impl Default for Settings {
@@ -128,6 +136,7 @@ impl Default for Settings {
             otel_service_name: None,
             retention_days: 90,
             retention_sweep: Duration::from_secs(3_600),
+            events: EventsSettings::default(),
         }
     }
 }
@@ -268,6 +277,12 @@ impl Settings {
             retention_sweep: positive(&get, "RETENTION_SWEEP_SECS")?
                 .map(Duration::from_secs)
                 .unwrap_or(d.retention_sweep),
+            events: EventsSettings::from_variables(
+                positive(&get, "EVENTS_HEARTBEAT_SECS")?,
+                positive(&get, "EVENTS_MAX_SUBSCRIBERS")?,
+                positive(&set, "EVENTS_MAX_PER_USER")?,
+                authenticated,
+            ),
         };
         let in_flight = at_most(
             "WORKER_BATCHES_IN_FLIGHT",
@@ -615,6 +630,34 @@ mod tests {
         );
         let error = from(&[("WORKER_HTTP_PORT", "http")]).unwrap_err();
         assert!(error.to_string().contains("WORKER_HTTP_PORT"), "{error}");
+    }
+
+    #[test]
+    fn the_event_limits_default_by_mode_and_are_read_from_their_variables() {
+        let secret = ("JWT_SECRET", "0123456789abcdef0123456789abcdef-s3cret");
+        let dev = from(&[]).unwrap().events;
+        assert_eq!(dev.heartbeat, Duration::from_secs(15));
+        assert_eq!((dev.max_subscribers, dev.max_per_user), (10_000, 10_000));
+        assert_eq!(from(&[secret]).unwrap().events.max_per_user, 16);
+        let empty = from(&[secret, ("EVENTS_MAX_PER_USER", "")]).unwrap();
+        assert_eq!(empty.events.max_per_user, 16, "empty counts as unset");
+        let own = from(&[
+            ("EVENTS_HEARTBEAT_SECS", "2"),
+            ("EVENTS_MAX_SUBSCRIBERS", "50"),
+            ("EVENTS_MAX_PER_USER", "3"),
+        ])
+        .unwrap()
+        .events;
+        assert_eq!(own.heartbeat, Duration::from_secs(2));
+        assert_eq!((own.max_subscribers, own.max_per_user), (50, 3));
+        for name in [
+            "EVENTS_HEARTBEAT_SECS",
+            "EVENTS_MAX_SUBSCRIBERS",
+            "EVENTS_MAX_PER_USER",
+        ] {
+            assert_eq!(from(&[(name, "0")]).unwrap_err().name, name);
+            assert_eq!(from(&[(name, "many")]).unwrap_err().name, name);
+        }
     }
 
     #[test]

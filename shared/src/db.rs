@@ -177,6 +177,30 @@ async fn connect(config: &Config) -> Result<Client, DbSetupError> {
     Ok(client)
 }
 
+/// A connection of its own (not pooled) to the database of `url`, with the pool's connect
+/// settings (keepalives, user timeout, no TLS) and no statement limits: the api's `LISTEN`
+/// session, which must stay open and idle. The caller drives the returned connection (its
+/// notifications come from `poll_message`).
+pub async fn dedicated_connection(
+    url: &str,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    DbSetupError,
+> {
+    let config = config(url)?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
+        Ok(Ok(connected)) => Ok(connected),
+        Ok(Err(source)) => Err(DbSetupError::Postgres {
+            target: target(&config),
+            source,
+        }),
+        Err(_) => Err(DbSetupError::ConnectTimeout(target(&config))),
+    }
+}
+
 /// The SQLSTATE of a Postgres error, if the server sent one.
 fn sql_state(error: &DbSetupError) -> Option<&SqlState> {
     match error {

@@ -13,6 +13,8 @@
 //! - [`topology`]: exchange and queue names under the configured prefix, and their declaration.
 //! - [`amqp`]: connecting to RabbitMQ with backoff.
 //! - [`failure`]: the headers a failed operation carries through retries and parking.
+//! - [`feed`]: the notice the worker sends (Postgres `NOTIFY`) when a transaction moved the
+//!   changes feed, which wakes the apis' live event streams.
 //! - [`db`]: the Postgres pool, database creation and the embedded migrations.
 //! - [`retention`]: the sweep that prunes history below the retention horizon (worker and
 //!   `taskctl prune`).
@@ -25,6 +27,7 @@ pub mod db;
 pub mod device;
 pub mod etag;
 pub mod failure;
+pub mod feed;
 pub mod merge;
 pub mod model;
 pub mod operation;

@@ -8,6 +8,7 @@
 
 pub mod api_client;
 pub mod cleanup;
+pub mod events;
 pub mod faults;
 pub mod load;
 pub mod op_log;

@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 #[path = "sync/convergence.rs"]
 mod convergence;
+#[path = "sync/events.rs"]
+mod events;
 #[path = "sync/feed.rs"]
 mod feed;
 #[path = "sync/history.rs"]

@@ -128,6 +128,37 @@ async fn mixed_applies_its_writes() {
 }
 
 #[tokio::test]
+async fn events_every_stream_receives_every_change_it_is_owed() {
+    let stack = TestStack::start().await;
+    // Development mode: the five streams are the one user, so each create is owed to all five.
+    let r = bench(
+        &stack,
+        &[
+            "events",
+            "--subscribers",
+            "5",
+            "--rate",
+            "40",
+            "--requests",
+            "30",
+            "--drain-timeout",
+            "20",
+        ],
+    )
+    .await;
+    assert_eq!(n(&r, "/requests/sent"), 30, "{r:#}");
+    assert_eq!(n(&r, "/requests/accepted_202"), 30, "{r:#}");
+    assert!(r["first_error"].is_null(), "{r:#}");
+    let e = &r["events"];
+    assert_eq!(n(e, "/streams_ready"), 5, "{r:#}");
+    assert_eq!(n(e, "/users"), 1, "{r:#}");
+    assert_eq!(n(e, "/events_expected"), 150, "{r:#}");
+    assert_eq!(n(e, "/events_received"), 150, "{r:#}");
+    assert_eq!(n(e, "/events_repeated"), 0, "{r:#}");
+    assert_eq!(n(e, "/apply_to_event_ms/count"), 150, "{r:#}");
+}
+
+#[tokio::test]
 async fn ceiling_applies_what_it_confirmed_and_leaves_nothing_behind() {
     let stack = TestStack::start().await;
     let r = bench(

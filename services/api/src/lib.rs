@@ -9,8 +9,10 @@
 //!   and work-queue high water (429);
 //! - [`server`]: the HTTP/1.1 connection loop (header timeout, connection cap, graceful
 //!   shutdown); [`limits`]: per-request limits (early 413, request deadline);
-//! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, operation
-//!   status, conflict history, devices, status, health);
+//! - [`routes`]: one file per concern (tasks, offline sync push, changes feed, live events,
+//!   operation status, conflict history, devices, status, health);
+//! - [`events`]: live event streams: the `LISTEN` session, the hub of subscribers, the reader
+//!   behind each stream;
 //! - [`batch`]: reading the items of an offline push one by one;
 //! - [`cursor`]: the opaque cursors of the changes feed, the task list and conflict history;
 //! - [`device`]: the `Device-Id` header (checked on every route) and what is recorded of
@@ -34,6 +36,7 @@ pub mod cursor;
 pub mod device;
 pub mod edge;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod json;
 pub mod limits;
@@ -82,6 +85,11 @@ impl Application {
         let db = db::pool_for(&settings)?;
         let broker = Broker::new(&settings);
         let auth = Authenticator::from_settings(&settings.jwt)?;
+        let limits = events::Limits {
+            max_streams: settings.events.max_subscribers,
+            max_per_user: settings.events.max_per_user,
+        };
+        let events = events::Hub::new(limits, broker.metrics().clone());
         Ok(Self {
             listener,
             state: AppState {
@@ -89,6 +97,7 @@ impl Application {
                 db,
                 broker,
                 auth,
+                events,
             },
             edge,
             port,
@@ -125,9 +134,10 @@ impl Application {
             .layer(from_fn(trace::access))
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight
-    /// (they may still be waiting for outcomes; at most `HTTP_HEADER_TIMEOUT_MS` +
-    /// `HTTP_REQUEST_TIMEOUT_MS`, see [`server`]), and closes the broker connection.
+    /// Serves until `shutdown` resolves, then ends the event streams, stops accepting, finishes
+    /// the requests in flight (they may still be waiting for outcomes; at most
+    /// `HTTP_HEADER_TIMEOUT_MS` + `HTTP_REQUEST_TIMEOUT_MS`, see [`server`]), and closes the
+    /// broker connection and the `LISTEN` session.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -140,6 +150,12 @@ impl Application {
             database,
             stop.clone(),
         ));
+        let hub = self.state.events.clone();
+        let listener = tokio::spawn(events::listen::run(
+            hub.clone(),
+            self.state.settings.database_url.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(self.state.auth.clone().run(stop));
         tracing::info!(port = self.port, "api listening");
         let settings = &self.state.settings;
@@ -149,8 +165,15 @@ impl Application {
             drain_timeout: settings.http_header_timeout + settings.http_request_timeout,
         };
         let app = self.router();
+        // Event streams never end by themselves: they are ended as soon as shutdown begins, so
+        // that the drain below only waits for ordinary requests.
+        let shutdown = async move {
+            shutdown.await;
+            hub.close();
+        };
         server::serve(self.listener, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
+        let _ = listener.await;
         let _ = broker.await;
         tracing::info!("api stopped");
         Ok(())

@@ -10,7 +10,9 @@
 //! `http_request_duration_seconds{method,route}` (route is the template, e.g.
 //! `/api/tasks/{id}`, or `unmatched`), `publish_confirm_seconds{result}`,
 //! `writes_total{answer}` (`applied`: decided within the wait; `accepted`: answered 202),
-//! `waits_in_flight`, and, read at each scrape, `broker_connected`, `database_up`,
+//! `waits_in_flight`; for the live event streams `events_subscribers`,
+//! `events_sent_total{event}`, `event_delay_seconds` (worker apply → event written),
+//! `events_dropped_total{reason}`, `events_listening`; and, read at each scrape, `broker_connected`, `database_up`,
 //! `db_pool_connections`, `db_pool_available`, `db_pool_waiting`, `work_queue_ready`,
 //! `work_queue_consumers`.
 
@@ -96,6 +98,40 @@ impl ApiMetrics {
         WaitInFlight {
             metrics: self.clone(),
         }
+    }
+
+    /// Open event streams moved by `delta` (`tasksync_api_events_subscribers`).
+    pub fn events_subscribers(&self, delta: f64) {
+        self.with(|| metrics::gauge!("tasksync_api_events_subscribers").increment(delta));
+    }
+
+    /// Events of `kind` written to streams (`tasksync_api_events_sent_total{event}`).
+    pub fn events_sent(&self, kind: &'static str, count: usize) {
+        #[allow(clippy::cast_possible_truncation)]
+        self.with(|| {
+            metrics::counter!("tasksync_api_events_sent_total", "event" => kind)
+                .increment(count as u64);
+        });
+    }
+
+    /// A change event left `seconds` after the worker applied it (its `last_synced_at`).
+    pub fn event_delay(&self, seconds: f64) {
+        self.with(|| {
+            metrics::histogram!("tasksync_api_event_delay_seconds").record(seconds);
+        });
+    }
+
+    /// A stream ended by the api (`tasksync_api_events_dropped_total{reason}`): `slow` (its
+    /// reader did not keep up) or `shutdown`.
+    pub fn events_dropped(&self, reason: &'static str) {
+        self.with(|| {
+            metrics::counter!("tasksync_api_events_dropped_total", "reason" => reason).increment(1);
+        });
+    }
+
+    /// Whether the api's `LISTEN` session is up (`tasksync_api_events_listening`).
+    pub fn events_listening(&self, up: bool) {
+        self.gauge("tasksync_api_events_listening", if up { 1.0 } else { 0.0 });
     }
 
     fn gauge(&self, name: &'static str, value: f64) {

@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc};
 use deadpool_postgres::Pool;
 use tasksync_shared::Settings;
 
-use crate::{broker::Broker, error::ApiError};
+use crate::{broker::Broker, error::ApiError, events::Hub};
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -14,6 +14,8 @@ pub struct AppState {
     pub broker: Broker,
     /// Development mode or the token verifier (for readiness and status).
     pub auth: crate::auth::Authenticator,
+    /// The open event streams (`GET /api/events`) and what wakes them.
+    pub events: Hub,
 }
 
 impl AppState {

@@ -23,7 +23,7 @@ mod feed;
 mod list;
 mod operations;
 
-pub use feed::{EXPIRED, FeedPage, check_cursor, read_feed};
+pub use feed::{EXPIRED, FeedPage, check_cursor, feed_end, read_feed};
 pub use list::{TaskPage, list_tasks};
 pub use operations::{OperationRecord, find_operation};
 

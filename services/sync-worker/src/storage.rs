@@ -9,6 +9,8 @@
 //! The functions of these work inside the apply step's transaction; each of their statements is
 //! sent once per batch (not at all when it has nothing to do), whatever the size of the batch.
 //! - [`heartbeat`]: the worker's row of work in flight, written every second for `/api/status`;
+//! - [`notify`]: the feed notice (`pg_notify`) of a transaction that decided anything, sent
+//!   with the transaction's other writes;
 //! - [`failures`]: failure records, written outside the apply transaction, each write one round
 //!   bounded by `DB_TIMEOUT_MS`.
 //!
@@ -21,6 +23,7 @@ mod devices;
 pub mod failures;
 pub mod heartbeat;
 mod log;
+mod notify;
 mod tasks;
 
 use tokio_postgres::error::SqlState;
@@ -28,6 +31,7 @@ use tokio_postgres::error::SqlState;
 pub use conflicts::{Conflict, record_conflicts};
 pub use devices::{DeviceTally, count_decisions};
 pub use log::{Decision, Logged, logged_operations, write_decisions};
+pub use notify::notify_feed;
 pub use tasks::{LockedTask, lock_key, lock_tasks, read_tasks, save_tasks};
 
 /// The results of statements sent together in one transaction, or the error that failed them.

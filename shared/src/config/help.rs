@@ -175,6 +175,21 @@ pub const VARIABLES: &[Variable] = &[
         "10000",
         "most connections served at once",
     ),
+    var(
+        "EVENTS_HEARTBEAT_SECS",
+        "15",
+        "seconds between keepalive comments of an idle /api/events stream",
+    ),
+    var(
+        "EVENTS_MAX_SUBSCRIBERS",
+        "10000",
+        "open /api/events streams one api serves at most (503 above)",
+    ),
+    unset(
+        "EVENTS_MAX_PER_USER",
+        "open /api/events streams of one user at most (429 above); unset: 16 with \
+         authentication, EVENTS_MAX_SUBSCRIBERS in development mode",
+    ),
     var("LOG_FORMAT", "text", "text or json"),
     var("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
     unset(
@@ -217,6 +232,7 @@ mod tests {
         let sources = [
             include_str!("../config.rs"),
             include_str!("edge.rs"),
+            include_str!("events.rs"),
             include_str!("secret.rs"),
             include_str!("urls.rs"),
             include_str!("../telemetry.rs"),

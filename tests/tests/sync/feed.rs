@@ -29,11 +29,11 @@ use tasksync_tests::{
 use tokio::sync::watch;
 use uuid::Uuid;
 
-fn op(task: Uuid, kind: OpKind, fields: OperationFields) -> Operation {
+pub(super) fn op(task: Uuid, kind: OpKind, fields: OperationFields) -> Operation {
     operation(task, kind, Utc::now(), fields)
 }
 
-async fn hold_a_change(pool: &Pool, task: Uuid, new_title: &str) -> Object {
+pub(super) async fn hold_a_change(pool: &Pool, task: Uuid, new_title: &str) -> Object {
     let client = pool.get().await.unwrap();
     client.batch_execute("BEGIN").await.unwrap();
     client
@@ -221,7 +221,7 @@ async fn the_feed_never_skips_a_change_that_commits_after_a_later_one() {
 
 /// Commits the held transaction `a` once ten writer commits and then three reader pages went
 /// by after it was opened.
-async fn commit_after(
+pub(super) async fn commit_after(
     a: Object,
     mut commits: watch::Receiver<u64>,
     mut pages: watch::Receiver<u64>,
@@ -241,7 +241,12 @@ async fn commit_after(
 
 /// Writer `w`: fifteen batches of random deletes, completions and retitles of `tasks`, each
 /// counted in `commits` once committed.
-async fn write_rounds(w: u64, pool: Pool, tasks: Vec<Uuid>, commits: Arc<watch::Sender<u64>>) {
+pub(super) async fn write_rounds(
+    w: u64,
+    pool: Pool,
+    tasks: Vec<Uuid>,
+    commits: Arc<watch::Sender<u64>>,
+) {
     let mut x = w * 7919 + 17;
     let mut next = |n: u64| {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);

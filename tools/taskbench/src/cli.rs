@@ -28,6 +28,9 @@ pub enum Scenario {
     Mixed,
     /// The broker + database limit: publish with confirms → consume → batched upsert → ack.
     Ceiling,
+    /// `--subscribers` live streams (`GET /api/events`) while creates go in at `--rate`/s:
+    /// apply → event latency, and events received against owed.
+    Events,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,6 +90,12 @@ pub struct Common {
     /// Print the report as JSON (and no progress bar).
     #[arg(long, global = true)]
     pub json: bool,
+    /// `events`: open event streams (each its own user when JWT_SECRET is set).
+    #[arg(long, global = true, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// `events`: creates per second while the streams are open.
+    #[arg(long, global = true, default_value_t = 50.0)]
+    pub rate: f64,
 }
 
 impl Common {

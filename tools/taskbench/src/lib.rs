@@ -1,7 +1,8 @@
 //! `taskbench`: a load generator for Task Sync. Each scenario drives the api over HTTP at a fixed
 //! number of connections (or, for `ceiling`, the broker and Postgres directly with the crates the
 //! services use) and reports requests/s, accepted and applied operations/s, latencies
-//! (hdrhistogram), send→applied latency from the operation log, and the services' peak RSS.
+//! (hdrhistogram), send→applied latency from the operation log, and the services' peak RSS;
+//! `events` holds live event streams open and measures apply→event latency.
 //! It counts what it sent apart from what was answered, and never loads a host other than this
 //! machine unless told to.
 
@@ -34,6 +35,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
     if cli.scenario == Scenario::Ceiling {
         return ceiling::run(&cli.common).await;
     }
+    if cli.scenario == Scenario::Events {
+        return tokio::select! {
+            report = scenario::events::run(&cli.common) => report,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        };
+    }
     tokio::select! {
         report = http_scenario(cli.scenario, &cli.common) => report,
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
@@ -64,7 +71,9 @@ async fn http_scenario(scenario: Scenario, common: &Common) -> anyhow::Result<Re
                 Scenario::Batch => scenario::batch::connection(ctx, i).await,
                 Scenario::ReadOne => scenario::reads::one(ctx, i).await,
                 Scenario::ReadList => scenario::reads::list(ctx, i).await,
-                Scenario::Mixed | Scenario::Ceiling => scenario::mixed::connection(ctx, i).await,
+                Scenario::Mixed | Scenario::Ceiling | Scenario::Events => {
+                    scenario::mixed::connection(ctx, i).await
+                }
             }
         }
     })
@@ -96,6 +105,7 @@ async fn http_scenario(scenario: Scenario, common: &Common) -> anyhow::Result<Re
         api_rss,
         worker_rss,
         ceiling: None,
+        events: None,
         first_error: tally.first_error.clone(),
     })
 }

@@ -5,7 +5,9 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::{ceiling::CeilingFigures, cli::Scenario, rss::Rss, tally::Tally};
+use crate::{
+    ceiling::CeilingFigures, cli::Scenario, rss::Rss, scenario::events::EventsFigures, tally::Tally,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -24,6 +26,8 @@ pub struct Report {
     pub api_rss: Option<Rss>,
     pub worker_rss: Option<Rss>,
     pub ceiling: Option<CeilingFigures>,
+    /// `events`: the streams' figures.
+    pub events: Option<EventsFigures>,
     pub first_error: Option<String>,
 }
 
@@ -172,6 +176,24 @@ impl Report {
         }
         if let Some(c) = &self.ceiling {
             rows.extend(c.rows());
+        }
+        if let Some(e) = &self.events {
+            rows.push((
+                "streams ready / users".into(),
+                format!("{} of {} / {}", e.streams_ready, e.subscribers, e.users),
+            ));
+            rows.push((
+                "events received / owed (repeated)".into(),
+                format!(
+                    "{} / {} ({})",
+                    e.events_received, e.events_expected, e.events_repeated
+                ),
+            ));
+            rows.push((
+                "apply→event ms p50 / p95 / p99 / max".into(),
+                lat(&e.apply_to_event_ms),
+            ));
+            rows.push(("drain s".into(), format!("{:.1}", e.drain_seconds)));
         }
         if let Some(e) = &self.first_error {
             rows.push(("first error".into(), e.clone()));

@@ -43,7 +43,7 @@ pub use page::{docs_asset, docs_page};
 use crate::{
     auth::middleware::is_protected,
     error::ApiError,
-    routes::{changes, conflicts, devices, health, operations, status, sync, tasks},
+    routes::{changes, conflicts, devices, events, health, operations, status, sync, tasks},
 };
 
 /// The document: every route of [`crate::routes::router`].
@@ -72,6 +72,7 @@ use crate::{
         sync::push,
         changes::changes,
         devices::devices,
+        events::events,
         operations::operation,
         status::status,
         health::health,

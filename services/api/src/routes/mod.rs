@@ -3,6 +3,7 @@
 pub mod changes;
 pub mod conflicts;
 pub mod devices;
+pub mod events;
 pub mod health;
 pub mod operations;
 pub mod status;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/batch", post(sync::push))
         .route("/sync", post(sync::push))
         .route("/changes", get(changes::changes))
+        .route("/events", get(events::events))
         .route("/sync/operations/{op_id}", get(operations::operation))
         .route("/status", get(status::status))
         .route("/health", get(health::health))

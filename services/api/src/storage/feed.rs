@@ -51,6 +51,9 @@ pub struct FeedPage {
     pub has_more: bool,
     /// The retention generation the page was read under, carried by its cursors.
     pub generation: u64,
+    /// The commit horizon the page was read under: every transaction below it had ended, so
+    /// the page holds (or precedes) every change and decision they made.
+    pub horizon: u64,
 }
 
 impl FeedPage {
@@ -87,6 +90,21 @@ pub async fn check_cursor(pool: &Pool, after: FeedCursor) -> Result<(), ApiError
     let statement = client.prepare_cached(EDGE).await?;
     let edge = Edge::from_row(&client.query_one(&statement, &[]).await?)?;
     edge.check(after)
+}
+
+/// The current end of the feed: a position past every change committed so far and before
+/// every change still to commit (the horizon, before any task id). A stream that starts there
+/// serves exactly what commits from now on; `GET /api/changes` continues from it alike.
+pub async fn feed_end(pool: &Pool) -> Result<Position, ApiError> {
+    let client = connection(pool).await?;
+    let statement = client
+        .prepare_cached("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon")
+        .await?;
+    let row = client.query_one(&statement, &[]).await?;
+    Ok(Position {
+        xid: parse_xid(row.try_get("horizon")?)?,
+        id: uuid::Uuid::nil(),
+    })
 }
 
 /// One page of `user`'s feed after `after` (see the module).
@@ -140,6 +158,7 @@ pub async fn read_feed(
         next: page.next,
         has_more: page.has_more,
         generation: edge.generation,
+        horizon: edge.horizon,
     })
 }
 

@@ -6,12 +6,13 @@
 //! 2. lock the batch's tasks (advisory locks, nothing written), then read them and what the
 //!    log holds of its op ids (three statements, two round trips);
 //! 3. [`decide`]: what becomes of each operation (pure, unit-tested);
-//! 4. persist the plan (at most seven statements, sent together: one round trip) and commit,
-//!    then [`report`] (pure). Besides the tasks and the log, the plan holds the fields that
-//!    new decisions lost (the conflict history) and what the batch settled per device.
+//! 4. persist the plan (at most eight statements, the feed notice among them, sent together:
+//!    one round trip) and commit, then [`report`] (pure). Besides the tasks and the log, the
+//!    plan holds the fields that new decisions lost (the conflict history) and what the batch
+//!    settled per device.
 //!
-//! With `BEGIN` and `COMMIT`, a batch costs five round trips whatever its size (a batch
-//! of creates, or of updates: `BEGIN`, the statements, `COMMIT`); a statement with nothing to
+//! With `BEGIN` and `COMMIT`, a batch costs at most five round trips whatever its size
+//! (`BEGIN`, the locks, the reads, the writes, `COMMIT`); a statement with nothing to
 //! do is not sent. Every statement is prepared once per connection: the first batch on a
 //! connection adds one round trip to each of the three stages that talk to Postgres.
 
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::{Pool, Transaction};
 use tasksync_shared::{
-    Operation, OutcomeReport, Task, db::RoundError, telemetry::traceparent::TraceId,
+    Operation, OutcomeReport, Task, db::RoundError, feed, telemetry::traceparent::TraceId,
 };
 use tracing::instrument;
 use uuid::Uuid;
@@ -165,17 +166,38 @@ async fn persist(
         .filter(|(id, row)| plan.changed.contains(id) || (!row.stored && plan.written.contains(id)))
         .map(|(_, row)| row)
         .collect();
-    // The tasks, the log, the conflict history and the devices' counts are written by
-    // independent statements: all sent together.
-    let (saved, logged, conflicts, devices) = tokio::join!(
+    // The feed notice names the users whose feed this transaction moves: the owners of the
+    // tasks it writes and the pushers of the operations it decides (sent only when it wrote or
+    // decided anything; Postgres delivers it at commit).
+    let users = (!plan.record.is_empty() || !to_save.is_empty()).then(|| {
+        let owners = to_save.iter().map(|row| row.user_id.as_str());
+        let pushers = plan.record.iter().map(|d| d.op.user_id.as_str());
+        feed::users_json(owners.chain(pushers))
+    });
+    // The tasks, the log, the conflict history, the devices' counts and the notice are written
+    // by independent statements: all sent together.
+    let (saved, logged, conflicts, devices, notified) = tokio::join!(
         storage::save_tasks(tx, &to_save),
         storage::write_decisions(tx, &plan.forget, &plan.record, &plan.resolve),
         storage::record_conflicts(tx, &plan.conflicts),
         storage::count_decisions(tx, &plan.devices),
+        notify_if(tx, users.as_deref()),
     );
-    let (saved, ()) = storage::both(saved, logged)?;
-    storage::both(conflicts, devices)?;
+    // One error names the cause: the statements after a failed one only report the aborted
+    // transaction (`storage::both` keeps the other).
+    let rest = storage::both(storage::both(conflicts, devices), notified);
+    let ((saved, ()), _) = storage::both(storage::both(saved, logged), rest)?;
     Ok(saved)
+}
+
+async fn notify_if(
+    tx: &Transaction<'_>,
+    users_json: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    match users_json {
+        Some(users) => storage::notify_feed(tx, users).await,
+        None => Ok(()),
+    }
 }
 
 /// The batch's tasks as it left them, by id.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use serde_json::json;
 use tasksync_shared::{
-    Operation, OutcomeStatus, db::RoundError, failure::RecordState, model::SyncStatus,
+    Operation, OutcomeStatus, db::RoundError, failure::RecordState, feed, model::SyncStatus,
     operation::storable_text,
 };
 use tokio_postgres::types::ToSql;
@@ -207,10 +207,11 @@ const LOG_ERROR: &str = "\
 const MARK_TASK: &str = "UPDATE tasks SET sync_status = $3, change_xid = pg_current_xact_id() \
      WHERE id = $1 AND user_id = $2";
 
-/// Parks an operation inside `tx`: its failure record, its outcome `error`, its task marked.
-/// The three statements go out together, one round trip, in that order (the log row copies the
-/// failure times of the record written just before it): they are prepared first, then each is
-/// sent on the first poll of its future, which `tokio::join!` does in the order written.
+/// Parks an operation inside `tx`: its failure record, its outcome `error`, its task marked,
+/// and the feed notice for its user. The four statements go out together, one round trip, in
+/// that order (the log row copies the failure times of the record written just before it): they
+/// are prepared first, then each is sent on the first poll of its future, which `tokio::join!`
+/// does in the order written.
 async fn park_operation(
     tx: &deadpool_postgres::Transaction<'_>,
     failure: &Failure<'_>,
@@ -247,11 +248,13 @@ async fn park_operation(
         &device,
     ];
     let mark_params: [&(dyn ToSql + Sync); 3] = [&op.task_id, &user_id, &task_error];
-    let (recorded, logged, marked) = tokio::join!(
+    let users = feed::users_json([op.user_id.as_str()]);
+    let (recorded, logged, marked, notified) = tokio::join!(
         tx.execute(&upsert_sql, &record_params),
         tx.execute(&log_sql, &log_params),
-        tx.execute(&mark_sql, &mark_params)
+        tx.execute(&mark_sql, &mark_params),
+        super::notify_feed(tx, &users)
     );
-    super::both(super::both(recorded, logged), marked)?;
+    super::both(super::both(super::both(recorded, logged), marked), notified)?;
     Ok(())
 }

@@ -189,6 +189,7 @@ async fn measure(
         ops: None,
         list_rows: None,
         list_has_more: None,
+        events: None,
         api_rss: None,
         worker_rss: None,
         ceiling: Some(figures),

@@ -1,6 +1,7 @@
 //! The HTTP scenarios: each is one loop per connection over a shared [`Ctx`].
 
 pub mod batch;
+pub mod events;
 pub mod mixed;
 pub mod reads;
 pub mod rest_write;
