@@ -105,11 +105,22 @@ impl EventStream {
         }
     }
 
-    /// The next `count` events, each of which must be a `change`; their task JSON and ids.
+    /// The next event other than an `ack` (the acks of a change's decisions come just before
+    /// it) within [`PATIENCE`]; fails the test otherwise.
+    pub async fn next_change(&mut self) -> SseEvent {
+        loop {
+            let event = self.next_event().await;
+            if event.event != "ack" {
+                return event;
+            }
+        }
+    }
+
+    /// The next `count` events other than acks, each of which must be a `change`.
     pub async fn changes(&mut self, count: usize) -> Vec<SseEvent> {
         let mut changes = Vec::with_capacity(count);
         while changes.len() < count {
-            let event = self.next_event().await;
+            let event = self.next_change().await;
             assert_eq!(event.event, "change", "{event:?}");
             changes.push(event);
         }

@@ -161,7 +161,7 @@ fn variables_the_services_read() -> BTreeSet<String> {
     let source = read("shared/src/config.rs");
     let mut names = BTreeSet::from(["RUST_LOG".to_string()]);
     // `set` is `get` with empty values counted as unset.
-    for call in ["get(", "&get,", "&set,"] {
+    for call in ["get(", "set(", "&get,", "&set,"] {
         for (at, _) in source.match_indices(call) {
             let part_of_longer_name = source[..at]
                 .chars()

@@ -174,7 +174,8 @@ async fn every_command_answers_json_offline_and_sync_reaches_the_server() {
     assert_eq!(status["queue"]["queued"], 0);
     assert!(status["last_sync_at"].is_string());
 
-    // A second device pulls it all, watching: the server has no event stream, so it polls.
+    // A second device pulls it all, watching: the server's event stream wakes it (a change, or
+    // the interval, whichever comes first).
     stack.feed_caught_up().await;
     let laptop = Tasks::new(&stack.base);
     let watch = laptop
@@ -184,7 +185,7 @@ async fn every_command_answers_json_offline_and_sync_reaches_the_server() {
     assert_eq!(watch.lines.len(), 2, "{watch:?}");
     for (i, round) in watch.lines.iter().enumerate() {
         assert_eq!(round["round"], i as u64 + 1);
-        assert_eq!(round["wake"], "polling");
+        assert_eq!(round["wake"], "events", "{round}");
         assert!(round["report"].is_object(), "{round}");
     }
     assert_eq!(watch.lines[0]["report"]["pulled"], 2);

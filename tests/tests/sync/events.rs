@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use api::cursor::Position;
+use api::cursor::{FeedCursor, Position};
 use serde_json::{Value, json};
 use sync_worker::apply::apply_first_attempts;
 use tasksync_shared::{OpKind, Operation, config::JwtSettings, db, feed::CHANNEL};
@@ -78,6 +78,14 @@ async fn an_event_arrives_for_a_write_made_by_another_device() {
         .create_task(json!({"title": "from the laptop", "description": "live"}))
         .await;
     assert_eq!(created.status, 201, "{created:?}");
+    // The create's decision comes first, without an id of its own (it shares the change's
+    // position, and only the last event of a position carries it), then the change.
+    let ack = phone.next_event().await;
+    assert_eq!(ack.event, "ack", "{ack:?}");
+    assert_eq!(ack.json()["task_id"], created.body["id"]);
+    assert_eq!(ack.json()["outcome"], "success");
+    assert_eq!(ack.json()["operation"], "create");
+    assert_eq!(ack.id, None, "{ack:?}");
     let change = phone.next_event().await;
     assert_eq!(change.event, "change");
     let task = change.json();
@@ -85,10 +93,16 @@ async fn an_event_arrives_for_a_write_made_by_another_device() {
     assert_eq!(task["title"], "from the laptop");
     assert_eq!(task["sync_status"], "synced");
 
-    // The event's id is the cursor a pull from the stream's start hands out after that row.
+    // A pull from the stream's start serves the same task and the create's ack; a pull from
+    // the event's id (a changes cursor) serves neither again: the id is past that task's
+    // position, decision included.
     let pull = stack.changes(&start, None).await;
     assert_eq!(pull.body["changes"][0], task, "{pull:?}");
-    assert_eq!(pull.body["next_cursor"], change.cursor().as_str());
+    assert_eq!(pull.body["acks"][0]["task_id"], task["id"], "{pull:?}");
+    let after = stack.changes(&change.cursor(), None).await;
+    assert_eq!(after.status, 200, "{after:?}");
+    assert_eq!(after.body["changes"], json!([]), "{after:?}");
+    assert_eq!(after.body["acks"], json!([]), "{after:?}");
 
     // The api's metrics count the stream and what it sent.
     let scrape = format!("{}/metrics", stack.base.trim_end_matches("/api"));
@@ -120,7 +134,7 @@ async fn a_resume_with_last_event_id_delivers_exactly_the_missed_writes_in_order
     let stack = stack_woken_by_notices_only(None).await;
     let (mut stream, _) = open_at_end(&stack).await;
     let first = stack.create_task(json!({"title": "a"})).await.task();
-    let seen = stream.next_event().await;
+    let seen = stream.next_change().await;
     assert_eq!(seen.json()["id"], first.id.to_string());
     drop(stream);
 
@@ -162,7 +176,12 @@ async fn a_resume_with_last_event_id_delivers_exactly_the_missed_writes_in_order
         .map(|t| t["id"].as_str().unwrap())
         .collect();
     assert_eq!(pulled, expected);
-    assert_eq!(pull.body["next_cursor"], missed[2].cursor().as_str());
+    // The acks of the three missed writes come with them, and nothing lies past the stream's
+    // last event.
+    assert_eq!(pull.body["acks"].as_array().unwrap().len(), 3, "{pull:?}");
+    let after = stack.changes(&missed[2].cursor(), None).await;
+    assert_eq!(after.body["changes"], json!([]), "{after:?}");
+    assert_eq!(after.body["acks"], json!([]), "{after:?}");
 }
 
 #[tokio::test]
@@ -196,12 +215,12 @@ async fn a_stream_never_carries_another_users_change() {
 
     let hers = alice.create_task(json!({"title": "alice's secret"})).await;
     assert_eq!(hers.status, 201, "{hers:?}");
-    assert_eq!(alices.next_event().await.json()["id"], hers.body["id"]);
+    assert_eq!(alices.next_change().await.json()["id"], hers.body["id"]);
     // Bob's own later write is the first change his stream carries: Alice's, committed
     // before it, never came.
     let his = bob.create_task(json!({"title": "bob's"})).await;
     assert_eq!(his.status, 201, "{his:?}");
-    let first = bobs.next_event().await;
+    let first = bobs.next_change().await;
     assert_eq!(first.json()["id"], his.body["id"], "{first:?}");
     assert!(!first.data.contains("alice"), "{first:?}");
 
@@ -399,7 +418,7 @@ async fn while_several_writers_commit_out_of_order_the_stream_delivers_every_cha
     // Every event moved the cursor forward: nothing was served twice or out of order.
     let positions: Vec<Position> = cursors
         .iter()
-        .map(|c| Position::decode(c).unwrap())
+        .map(|c| FeedCursor::decode(c).unwrap().position)
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
 }

@@ -53,40 +53,29 @@ pub struct PageEvent {
     pub event: Event,
 }
 
-/// The events of one page of the feed, in feed order: each change (`change`, the task as
-/// `/api/changes` serves it) and each decision (`ack`, as in the page's `acks`) with the cursor
-/// of its position. A decision and the change it caused share a position; the change comes
-/// first. The one place where what the feed read becomes events.
+/// The events of one page of the feed, in feed order: each decision (`ack`, as in the page's
+/// `acks`) and each change (`change`, the task as `/api/changes` serves it). The one place where
+/// what the feed read becomes events.
+///
+/// A decision and the change it caused share a position, and a cursor names a position, not an
+/// event within it: so only the **last** event of a position carries its `id` (the acks come
+/// first, the change last). An `EventSource` keeps the last id it saw, so a stream cut inside a
+/// position resumes before it and gets that position's events again, whole; one cut after it
+/// gets none of them again. Nothing is lost either way.
 pub fn page_events(page: &FeedPage) -> Result<Vec<PageEvent>, ApiError> {
     let at = |position| FeedCursor {
         position,
         generation: page.generation,
     };
-    let mut events = Vec::with_capacity(page.changes.len() + page.acks.len());
-    for (position, task) in &page.changes {
-        let event = Event::default()
-            .event("change")
-            .id(at(*position).encode())
-            .json_data(task)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("a change as an event: {e}")))?;
-        events.push((
-            (*position, 0),
-            PageEvent {
-                kind: "change",
-                cursor: at(*position),
-                applied_at: task.last_synced_at,
-                event,
-            },
-        ));
-    }
+    let mut items: Vec<((crate::cursor::Position, u8), PageEvent)> =
+        Vec::with_capacity(page.changes.len() + page.acks.len());
     for (position, ack) in &page.acks {
         let event = Event::default()
             .event("ack")
-            .id(at(*position).encode())
             .json_data(ack)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("an ack as an event: {e}")))?;
-        events.push((
-            (*position, 1),
+        items.push((
+            (*position, 0),
             PageEvent {
                 kind: "ack",
                 cursor: at(*position),
@@ -95,9 +84,36 @@ pub fn page_events(page: &FeedPage) -> Result<Vec<PageEvent>, ApiError> {
             },
         ));
     }
+    for (position, task) in &page.changes {
+        let event = Event::default()
+            .event("change")
+            .json_data(task)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("a change as an event: {e}")))?;
+        items.push((
+            (*position, 1),
+            PageEvent {
+                kind: "change",
+                cursor: at(*position),
+                applied_at: task.last_synced_at,
+                event,
+            },
+        ));
+    }
     // Stable: the acks of one position keep their order.
-    events.sort_by_key(|(key, _)| *key);
-    Ok(events.into_iter().map(|(_, event)| event).collect())
+    items.sort_by_key(|(key, _)| *key);
+    let last_of_position: Vec<bool> = (0..items.len())
+        .map(|i| items.get(i + 1).is_none_or(|next| next.0.0 != items[i].0.0))
+        .collect();
+    Ok(items
+        .into_iter()
+        .zip(last_of_position)
+        .map(|((_, mut item), last)| {
+            if last {
+                item.event = item.event.id(item.cursor.encode());
+            }
+            item
+        })
+        .collect())
 }
 
 /// The first event of every stream: where it starts.
