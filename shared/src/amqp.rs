@@ -4,8 +4,17 @@
 //! refused login is told apart, because retrying cannot fix it. [`check_login`] is the
 //! start-up check both services run: it stops them when the broker refuses their credentials
 //! before any session has succeeded.
+//!
+//! `AMQP_URL` may list a cluster's nodes ([`addresses`]). A connection goes to the first node
+//! that answers, trying them in turn from the one after the node this process connected to
+//! last: a session that broke because its node went away reconnects to another node first,
+//! and the services' connections spread over the nodes. The caller's reconnect loop is the
+//! failover: it opens a new connection, declares the topology again and resumes.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use lapin::{
     Channel, Connection, ConnectionProperties, ErrorKind, Queue,
@@ -59,9 +68,73 @@ impl ConnectError {
     }
 }
 
-/// Opens a connection named after the process role, so it is recognisable in the management UI.
+/// The addresses `url` lists: one URL, or several separated by commas (a comma starts a new
+/// address only when a `scheme://` follows it, so a comma inside a password stays put).
+pub fn addresses(url: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (at, _) in url.match_indices(',') {
+        let next = url[at + 1..].trim_start();
+        let scheme = next.split_once("://").map(|(scheme, _)| scheme);
+        let names_a_scheme = scheme.is_some_and(|s| {
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+        });
+        if names_a_scheme || next.is_empty() || next.starts_with(',') {
+            out.push(url[start..at].trim());
+            start = at + 1;
+        }
+    }
+    out.push(url[start..].trim());
+    out
+}
+
+/// Where the next connection starts trying (an index into [`addresses`], modulo their number).
+static NEXT_ADDRESS: AtomicUsize = AtomicUsize::new(0);
+
+/// Opens a connection named after the process role, so it is recognisable in the management UI:
+/// to the first of `url`'s addresses that answers, starting after the one used last.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, ConnectError> {
-    connect_within(url, name, CONNECT_TIMEOUT).await
+    let addresses = addresses(url);
+    let count = addresses.len();
+    let first = NEXT_ADDRESS.load(Ordering::Relaxed);
+    let mut failed = None;
+    for i in 0..count {
+        let index = (first + i) % count;
+        let address = addresses[index];
+        match connect_within(address, name, CONNECT_TIMEOUT).await {
+            Ok(connection) => {
+                NEXT_ADDRESS.store(index + 1, Ordering::Relaxed);
+                if count > 1 {
+                    tracing::info!(node = %node_of(address), "connected to the broker");
+                }
+                return Ok(connection);
+            }
+            Err(error) => {
+                if count > 1 {
+                    tracing::debug!(node = %node_of(address), %error, "broker node not usable");
+                }
+                // A refused login says more than an unreachable node: keep it.
+                if !matches!(failed, Some(ConnectError::Refused(_))) {
+                    failed = Some(error);
+                }
+            }
+        }
+    }
+    // The next try starts one further on, so that an address that hangs is not always first.
+    NEXT_ADDRESS.store(first + 1, Ordering::Relaxed);
+    Err(failed.unwrap_or_else(|| ConnectError::Url("lists no address".into())))
+}
+
+/// `host:port` of an address, for logs (no credentials).
+fn node_of(address: &str) -> String {
+    match url::Url::parse(address) {
+        Ok(url) => format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port().unwrap_or(5672)
+        ),
+        Err(_) => "?".into(),
+    }
 }
 
 async fn connect_within(
@@ -180,6 +253,38 @@ mod tests {
         assert_eq!(heartbeat("amqp://h/%2f"), Some(10));
         assert_eq!(heartbeat("amqp://h/%2f?frame_max=8192"), Some(10));
         assert_eq!(heartbeat("amqp://h?heartbeat=3"), Some(3));
+    }
+
+    #[test]
+    fn a_list_of_urls_is_split_at_commas_before_a_scheme() {
+        assert_eq!(addresses("amqp://h/%2f"), ["amqp://h/%2f"]);
+        assert_eq!(
+            addresses("amqp://u:p@a/%2f, amqp://u:p@b:5673/%2f,amqp://c"),
+            ["amqp://u:p@a/%2f", "amqp://u:p@b:5673/%2f", "amqp://c"]
+        );
+        // A comma in a password is not a separator.
+        assert_eq!(
+            addresses("amqp://u:p,q@a/%2f,amqp://u:p,q@b/%2f"),
+            ["amqp://u:p,q@a/%2f", "amqp://u:p,q@b/%2f"]
+        );
+        // Empty entries stay, so that validation names them.
+        assert_eq!(addresses("amqp://a/%2f,"), ["amqp://a/%2f", ""]);
+        assert_eq!(
+            addresses("amqp://a,,amqp://b"),
+            ["amqp://a", "", "amqp://b"]
+        );
+    }
+
+    #[tokio::test]
+    async fn when_no_address_answers_the_error_holds_no_password() {
+        // Ports nothing listens on answer at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("amqp://u:p@127.0.0.1:{port}/%2f,amqp://u:p@127.0.0.1:{port}/%2f");
+        let error = connect(&url, "test").await.unwrap_err();
+        assert!(matches!(error, ConnectError::Broker(_)), "{error}");
+        assert!(!error.to_string().contains(":p@"), "{error}");
     }
 
     #[test]

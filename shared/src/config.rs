@@ -31,7 +31,8 @@ pub const DEFAULT_USER: &str = "default";
 pub struct Settings {
     /// `DATABASE_URL`: Postgres connection string.
     pub database_url: SecretUrl,
-    /// `AMQP_URL`: RabbitMQ connection string.
+    /// `AMQP_URL`: RabbitMQ connection string; several, comma-separated, for the nodes of a
+    /// cluster (a connection goes to the first that answers; see [`crate::amqp::connect`]).
     pub amqp_url: SecretUrl,
     /// `HOST`: address the api binds to.
     pub host: String,
@@ -45,6 +46,12 @@ pub struct Settings {
     pub queue_type: QueueType,
     /// `RETRY_DELAYS_MS`: the three retry delays, comma-separated milliseconds.
     pub retry_delays: Vec<Duration>,
+    /// `WORK_PARTITIONS`: K, how many work queues operations are spread over by task id (1 to
+    /// [`crate::topology::MAX_PARTITIONS`]); every api and worker of a stack uses the same K.
+    pub work_partitions: u16,
+    /// `WORKER_PARTITIONS`: the partitions this worker consumes, e.g. `0,2`; `None` (unset or
+    /// empty) is every partition.
+    pub worker_partitions: Option<Vec<u16>>,
     /// `WRITE_WAIT_MS`: how long a write waits for the worker before answering 202.
     pub write_wait: Duration,
     /// `PUBLISH_TIMEOUT_MS`: how long the api waits for a publisher confirm before answering 503.
@@ -115,6 +122,8 @@ impl Default for Settings {
             amqp_prefix: "tasksync".into(),
             queue_type: QueueType::Quorum,
             retry_delays: [1_000, 5_000, 25_000].map(Duration::from_millis).to_vec(),
+            work_partitions: 1,
+            worker_partitions: None,
             write_wait: Duration::from_millis(2_000),
             publish_timeout: Duration::from_millis(5_000),
             publish_channels: 4,
@@ -223,6 +232,13 @@ impl Settings {
                 Some(v) => parse_delays(&v)?,
                 None => d.retry_delays,
             },
+            work_partitions: at_most(
+                "WORK_PARTITIONS",
+                positive(&get, "WORK_PARTITIONS")?,
+                crate::topology::MAX_PARTITIONS,
+            )?
+            .unwrap_or(d.work_partitions),
+            worker_partitions: None,
             write_wait: parse(&get, "WRITE_WAIT_MS")?
                 .map(millis)
                 .unwrap_or(d.write_wait),
@@ -290,6 +306,9 @@ impl Settings {
             MAX_BATCHES_IN_FLIGHT,
         )?;
         settings.batches_in_flight = batches_in_flight(in_flight, settings.batch_size)?;
+        settings.worker_partitions = set("WORKER_PARTITIONS")
+            .map(|v| parse_partitions(&v, settings.work_partitions))
+            .transpose()?;
         Ok(settings)
     }
 }
@@ -466,11 +485,11 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
 pub const MAX_PUBLISH_CHANNELS: usize = 64;
 
 /// `value` when it is at most `limit`; an error naming the variable otherwise.
-fn at_most(
+fn at_most<T: PartialOrd + fmt::Display>(
     name: &'static str,
-    value: Option<usize>,
-    limit: usize,
-) -> Result<Option<usize>, ConfigError> {
+    value: Option<T>,
+    limit: T,
+) -> Result<Option<T>, ConfigError> {
     match value {
         Some(v) if v > limit => Err(ConfigError {
             name,
@@ -497,6 +516,34 @@ where
         }),
         other => Ok(other),
     }
+}
+
+/// `WORKER_PARTITIONS`: distinct partition numbers below `k`, comma-separated, in the order
+/// given.
+fn parse_partitions(value: &str, k: u16) -> Result<Vec<u16>, ConfigError> {
+    let err = |reason: String| ConfigError {
+        name: "WORKER_PARTITIONS",
+        value: value.to_string(),
+        reason,
+    };
+    let mut partitions = Vec::new();
+    for part in value.split(',') {
+        let p: u16 = part
+            .trim()
+            .parse()
+            .map_err(|e| err(format!("{:?}: {e}", part.trim())))?;
+        if p >= k {
+            return Err(err(format!(
+                "partition {p} does not exist: WORK_PARTITIONS is {k}, so 0 to {}",
+                k - 1
+            )));
+        }
+        if partitions.contains(&p) {
+            return Err(err(format!("partition {p} is named twice")));
+        }
+        partitions.push(p);
+    }
+    Ok(partitions)
 }
 
 fn parse_delays(value: &str) -> Result<Vec<Duration>, ConfigError> {

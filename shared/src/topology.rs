@@ -19,6 +19,26 @@
 //!
 //! Declaration is idempotent: every service declares at every (re)connect, so any may start
 //! first. Replies go through the default exchange to each api instance's own exclusive queue.
+//!
+//! **Partitions** (`WORK_PARTITIONS=K`, default 1). With K > 1 the work queue is K queues, and
+//! each has its own delay queues; the api routes an operation by a hash of its task id
+//! ([`Topology::partition_of`]), so one task's operations always share one queue, and the
+//! queues' leaders are spread over the cluster's nodes (`x-queue-leader-locator: balanced`).
+//!
+//! ```text
+//! partition 0: {p}.ops.work      ◀── op.*.0 and op.* (two-word keys: K = 1 publishers, op.retry)
+//!              {p}.ops.retry.{n}.{d}ms            ──dead-letter op.retry──▶ {p}.ops
+//! partition i: {p}.ops.work.{i}  ◀── op.*.{i}
+//!              {p}.ops.retry.{n}.{d}ms.{i}        ──dead-letter op.retry.{i}──▶ {p}.ops
+//! ```
+//!
+//! With K = 1 the names, keys and bindings are the single-queue ones (`op.#` binds the work
+//! queue), so K = 1 is exactly the topology of a deployment without partitions. Partition 0
+//! keeps the single queue's names, and takes over its two-word keys when K grows, so that
+//! apis still publishing with K = 1 during a rolling change, and retries already waiting in
+//! the old delay queues, land in a consumed queue; the `op.#` binding is removed then, so
+//! nothing is routed twice. Parking is shared: every partition dead-letters to one
+//! parking queue.
 
 use std::time::Duration;
 
@@ -27,6 +47,7 @@ use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
+use uuid::Uuid;
 
 use crate::{Settings, config::QueueType};
 
@@ -34,12 +55,16 @@ use crate::{Settings, config::QueueType};
 /// queue: the guard against a message that crashes the worker over and over.
 pub const DELIVERY_LIMIT: i64 = 10;
 
-/// Routing key of operation messages (`op.create`, `op.update`, `op.delete`).
+/// Most work partitions a stack may have (`WORK_PARTITIONS`).
+pub const MAX_PARTITIONS: u16 = 64;
+
+/// Routing key of operation messages with one partition (`op.create`, `op.update`,
+/// `op.delete`); [`Topology::publish_key`] gives the key of a stack's partition.
 pub fn routing_key(kind: crate::OpKind) -> String {
     format!("op.{}", kind.as_str())
 }
 
-/// Routing key of operations coming back from a delay queue.
+/// Routing key of operations coming back from a delay queue of partition 0.
 pub const RETRY_ROUTING_KEY: &str = "op.retry";
 
 /// The names of one stack's exchanges and queues.
@@ -48,6 +73,7 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     retry_delays: Vec<Duration>,
+    partitions: u16,
 }
 
 impl Topology {
@@ -56,6 +82,7 @@ impl Topology {
             prefix: settings.amqp_prefix.clone(),
             queue_type: settings.queue_type,
             retry_delays: settings.retry_delays.clone(),
+            partitions: settings.work_partitions.clamp(1, MAX_PARTITIONS),
         }
     }
 
@@ -63,14 +90,73 @@ impl Topology {
         &self.prefix
     }
 
+    /// K: how many work queues the stack has.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The partition of a task: a stable hash of its id (FNV-1a of its 16 bytes; the same in
+    /// every build and on every platform, so that every api routes a task alike) modulo K.
+    pub fn partition_of(&self, task_id: Uuid) -> u16 {
+        if self.partitions == 1 {
+            return 0;
+        }
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let hash = task_id
+            .as_bytes()
+            .iter()
+            .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME));
+        u16::try_from(hash % u64::from(self.partitions)).unwrap_or(0)
+    }
+
+    /// The routing key the api publishes an operation with: `op.<kind>`, and with K > 1
+    /// `op.<kind>.<partition of its task>`.
+    pub fn publish_key(&self, kind: crate::OpKind, task_id: Uuid) -> String {
+        if self.partitions == 1 {
+            return routing_key(kind);
+        }
+        format!("op.{}.{}", kind.as_str(), self.partition_of(task_id))
+    }
+
+    /// The partition a message routed with `key` belongs to: the last word of a three-word
+    /// key (`op.create.2`, `op.retry.2`) when it names one of this stack's partitions, else 0
+    /// (two-word keys, and keys of a stack that had more partitions).
+    pub fn partition_of_key(&self, key: &str) -> u16 {
+        let mut words = key.split('.');
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("op"), Some(_), Some(p), None) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p < self.partitions)
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// Where the api publishes operations.
     pub fn ops_exchange(&self) -> String {
         format!("{}.ops", self.prefix)
     }
 
-    /// What the worker consumes.
+    /// The work queue of partition 0, the only one with K = 1.
     pub fn work_queue(&self) -> String {
-        format!("{}.ops.work", self.prefix)
+        self.work_queue_of(0)
+    }
+
+    /// The work queue of `partition`: `{p}.ops.work`, and `{p}.ops.work.{i}` for i > 0.
+    pub fn work_queue_of(&self, partition: u16) -> String {
+        match partition {
+            0 => format!("{}.ops.work", self.prefix),
+            p => format!("{}.ops.work.{p}", self.prefix),
+        }
+    }
+
+    /// Every work queue, partition 0 first.
+    pub fn work_queues(&self) -> Vec<String> {
+        (0..self.partitions)
+            .map(|p| self.work_queue_of(p))
+            .collect()
     }
 
     /// Where the worker sends a failed operation for a delayed retry.
@@ -83,36 +169,51 @@ impl Topology {
         self.retry_delays.len()
     }
 
-    /// The delay queue of retry `n` (1-based), also its routing key on the retry exchange.
+    /// The delay queue of retry `n` (1-based) of partition 0, also its routing key on the
+    /// retry exchange.
     pub fn retry_queue(&self, n: usize) -> Option<String> {
-        let delay = self.retry_delays.get(n.checked_sub(1)?)?;
-        Some(format!(
-            "{}.ops.retry.{n}.{}ms",
-            self.prefix,
-            delay.as_millis()
-        ))
+        self.retry_queue_of(n, 0)
     }
 
-    /// Dead-letter exchange of the work queue, and where the worker parks operations.
+    /// The delay queue of retry `n` (1-based) of `partition`, also its routing key on the
+    /// retry exchange.
+    pub fn retry_queue_of(&self, n: usize, partition: u16) -> Option<String> {
+        let delay = self.retry_delays.get(n.checked_sub(1)?)?.as_millis();
+        Some(match partition {
+            0 => format!("{}.ops.retry.{n}.{delay}ms", self.prefix),
+            p => format!("{}.ops.retry.{n}.{delay}ms.{p}", self.prefix),
+        })
+    }
+
+    /// The routing key a delay queue of `partition` dead-letters its messages with.
+    fn retry_return_key(partition: u16) -> String {
+        match partition {
+            0 => RETRY_ROUTING_KEY.to_string(),
+            p => format!("{RETRY_ROUTING_KEY}.{p}"),
+        }
+    }
+
+    /// Dead-letter exchange of the work queues, and where the worker parks operations.
     pub fn dead_exchange(&self) -> String {
         format!("{}.dead", self.prefix)
     }
 
-    /// Where operations that can never be applied wait for ops to inspect them.
+    /// Where operations that can never be applied wait for ops to inspect them (one for every
+    /// partition).
     pub fn parking_queue(&self) -> String {
         format!("{}.ops.parked", self.prefix)
     }
 
-    /// The delay queues, retry 1 first.
+    /// The delay queues of every partition, partition 0 first, retry 1 first.
     pub fn retry_queues(&self) -> Vec<String> {
-        (1..=self.retries())
-            .filter_map(|n| self.retry_queue(n))
+        (0..self.partitions)
+            .flat_map(|p| (1..=self.retries()).filter_map(move |n| self.retry_queue_of(n, p)))
             .collect()
     }
 
-    /// Every durable queue: work, delay queues, parking.
+    /// Every durable queue: work queues, delay queues, parking.
     pub fn queues(&self) -> Vec<String> {
-        let mut queues = vec![self.work_queue()];
+        let mut queues = self.work_queues();
         queues.extend(self.retry_queues());
         queues.push(self.parking_queue());
         queues
@@ -151,6 +252,16 @@ impl Topology {
         args
     }
 
+    /// Arguments of the queues of a partition beyond the first: their leaders are spread over
+    /// the cluster's nodes rather than all placed on the node the declaring client is on
+    /// (RabbitMQ 3.x's default; 4.x balances by default).
+    fn spread(&self, partition: u16, mut args: FieldTable) -> FieldTable {
+        if partition > 0 && self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-leader-locator".into(), long_string("balanced"));
+        }
+        args
+    }
+
     /// Declares every exchange, queue and binding. Safe to call from any number of processes.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
@@ -166,7 +277,22 @@ impl Topology {
                 .exchange_declare(name.into(), kind, durable, FieldTable::default())
                 .await?;
         }
+        for partition in 0..self.partitions {
+            self.declare_partition(channel, partition).await?;
+        }
+        let queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(self.parking_queue().into(), queue, self.queue_args(None))
+            .await?;
+        bind(channel, self.parking_queue(), self.dead_exchange(), "").await?;
+        Ok(())
+    }
 
+    /// One partition's work queue with its bindings, and its delay queues.
+    async fn declare_partition(&self, channel: &Channel, partition: u16) -> lapin::Result<()> {
         let queue = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -179,27 +305,54 @@ impl Topology {
                 AMQPValue::LongLongInt(DELIVERY_LIMIT),
             );
         }
+        let work = self.work_queue_of(partition);
         channel
-            .queue_declare(self.work_queue().into(), queue, work_args)
+            .queue_declare(
+                work.clone().into(),
+                queue,
+                self.spread(partition, work_args),
+            )
             .await?;
-        bind(channel, self.work_queue(), self.ops_exchange(), "op.#").await?;
-
         let ops = self.ops_exchange();
-        for (queue_name, delay) in self.retry_queues().into_iter().zip(&self.retry_delays) {
-            let mut args = self.queue_args(Some((&ops, Some(RETRY_ROUTING_KEY))));
+        match (self.partitions, partition) {
+            (1, _) => bind(channel, work, ops, "op.#").await?,
+            (_, 0) => {
+                bind(channel, work.clone(), ops.clone(), "op.*.0").await?;
+                bind(channel, work.clone(), ops.clone(), "op.*").await?;
+                // The single queue's catch-all would take every partition's messages too.
+                channel
+                    .queue_unbind(
+                        work.into(),
+                        ops.into(),
+                        "op.#".into(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+            (_, p) => bind(channel, work, ops, &format!("op.*.{p}")).await?,
+        }
+
+        let back = Self::retry_return_key(partition);
+        for n in 1..=self.retries() {
+            let (Some(queue_name), Some(delay)) = (
+                self.retry_queue_of(n, partition),
+                self.retry_delays.get(n - 1),
+            ) else {
+                continue;
+            };
+            let mut args = self.queue_args(Some((&self.ops_exchange(), Some(&back))));
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
             channel
-                .queue_declare(queue_name.clone().into(), queue, args)
+                .queue_declare(
+                    queue_name.clone().into(),
+                    queue,
+                    self.spread(partition, args),
+                )
                 .await?;
             let key = queue_name.clone();
             bind(channel, queue_name, self.retry_exchange(), &key).await?;
         }
-
-        channel
-            .queue_declare(self.parking_queue().into(), queue, self.queue_args(None))
-            .await?;
-        bind(channel, self.parking_queue(), self.dead_exchange(), "").await?;
         Ok(())
     }
 }
@@ -245,6 +398,91 @@ mod tests {
                 .iter()
                 .chain(&t.exchanges())
                 .all(|n| n.starts_with("t1."))
+        );
+    }
+
+    fn partitioned(k: u16) -> Topology {
+        Topology::from_settings(&Settings {
+            amqp_prefix: "t1".into(),
+            retry_delays: [10, 20, 30].map(Duration::from_millis).to_vec(),
+            work_partitions: k,
+            ..Settings::default()
+        })
+    }
+
+    #[test]
+    fn one_partition_is_the_single_queue_topology() {
+        let t = partitioned(1);
+        let task = Uuid::new_v4();
+        assert_eq!(t.partition_of(task), 0);
+        assert_eq!(t.publish_key(crate::OpKind::Create, task), "op.create");
+        assert_eq!(t.work_queues(), ["t1.ops.work"]);
+        assert_eq!(t.partition_of_key("op.update"), 0);
+        assert_eq!(t.partition_of_key("op.update.2"), 0);
+    }
+
+    #[test]
+    fn partitions_have_their_own_queues_and_keys() {
+        let t = partitioned(3);
+        assert_eq!(
+            t.work_queues(),
+            ["t1.ops.work", "t1.ops.work.1", "t1.ops.work.2"]
+        );
+        assert_eq!(
+            t.retry_queue_of(2, 1).as_deref(),
+            Some("t1.ops.retry.2.20ms.1")
+        );
+        assert_eq!(t.retry_queue_of(2, 0), t.retry_queue(2));
+        assert_eq!(Topology::retry_return_key(2), "op.retry.2");
+        // 3 work queues, 3 × 3 delay queues, one parking queue; no name twice.
+        let mut names = t.queues();
+        assert_eq!(names.len(), 13);
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 13);
+        for key in ["op.create.2", "op.retry.2"] {
+            assert_eq!(t.partition_of_key(key), 2, "{key}");
+        }
+        for key in [
+            "op.create",
+            "op.retry",
+            "op.create.7",
+            "op.create.x",
+            "t1.ops.work.2",
+        ] {
+            assert_eq!(t.partition_of_key(key), 0, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_task_always_lands_in_one_partition_and_tasks_spread_over_all() {
+        let t = partitioned(3);
+        let mut counts = [0u32; 3];
+        for _ in 0..3000 {
+            let task = Uuid::new_v4();
+            let p = t.partition_of(task);
+            assert_eq!(p, t.partition_of(task));
+            for kind in [crate::OpKind::Create, crate::OpKind::Delete] {
+                assert_eq!(t.partition_of_key(&t.publish_key(kind, task)), p);
+            }
+            counts[usize::from(p)] += 1;
+        }
+        // Each partition gets a third, give or take 10%.
+        assert!(
+            counts.iter().all(|c| (900..=1100).contains(c)),
+            "{counts:?}"
+        );
+        // Stable across builds and platforms (FNV-1a 64 of the bytes, worked out by hand):
+        // every api must route a task alike.
+        let fixed = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(
+            (t.partition_of(fixed), partitioned(5).partition_of(fixed)),
+            (1, 1)
+        );
+        let one = Uuid::from_u128(1);
+        assert_eq!(
+            (t.partition_of(one), partitioned(5).partition_of(one)),
+            (2, 0)
         );
     }
 }

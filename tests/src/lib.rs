@@ -174,8 +174,22 @@ impl TestStack {
             let _ = stopped.await;
         }));
         self.worker = Some(Running { stop, task });
+        let topology = self.topology();
+        let partitions = match &self.settings.worker_partitions {
+            Some(chosen) => chosen.clone(),
+            None => (0..topology.partitions()).collect(),
+        };
         self.eventually("the worker consumes", || async {
-            self.queue_consumers(&self.topology().work_queue()).await > 0
+            for partition in &partitions {
+                if self
+                    .queue_consumers(&topology.work_queue_of(*partition))
+                    .await
+                    == 0
+                {
+                    return false;
+                }
+            }
+            true
         })
         .await;
     }
@@ -318,6 +332,11 @@ impl TestStack {
     /// Consumers of a queue (0 when it does not exist).
     pub async fn queue_consumers(&self, queue: &str) -> u32 {
         self.queue_info(queue).await.map_or(0, |(_, c)| c)
+    }
+
+    /// Whether a queue exists.
+    pub async fn queue_exists(&self, queue: &str) -> bool {
+        self.queue_info(queue).await.is_some()
     }
 
     /// Ready messages in a queue (0 when it does not exist).

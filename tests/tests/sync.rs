@@ -22,6 +22,8 @@ mod events;
 mod feed;
 #[path = "sync/history.rs"]
 mod history;
+#[path = "sync/partitions.rs"]
+mod partitions;
 
 fn an_hour_ago() -> DateTime<Utc> {
     Utc::now() - Delta::hours(1)

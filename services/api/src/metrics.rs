@@ -216,8 +216,8 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         .ok()
         .flatten();
     let work = depths
-        .as_ref()
-        .and_then(|d| d.iter().find(|q| q.name == topology.work_queue()).cloned());
+        .as_deref()
+        .and_then(|d| crate::broker::work_queues(topology, d));
     let flag = |up: bool| if up { 1.0 } else { 0.0 };
     #[allow(clippy::cast_precision_loss)]
     {

@@ -42,7 +42,7 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "AMQP_URL",
         "amqp://guest:guest@127.0.0.1:5672/%2f",
-        "RabbitMQ connection string (virtual host %2f = /)",
+        "RabbitMQ connection string (virtual host %2f = /); a cluster's nodes comma-separated",
     ),
     var("HOST", "0.0.0.0", "address the api binds to"),
     var("PORT", "3000", "the api's HTTP port (its /metrics too)"),
@@ -79,6 +79,15 @@ pub const VARIABLES: &[Variable] = &[
         "RETRY_DELAYS_MS",
         "1000,5000,25000",
         "the three retry delays, comma-separated milliseconds",
+    ),
+    var(
+        "WORK_PARTITIONS",
+        "1",
+        "work queues operations are spread over by task id (1-64; the same in every service)",
+    ),
+    unset(
+        "WORKER_PARTITIONS",
+        "the partitions a worker consumes, e.g. 0,2 (unset: all)",
     ),
     var(
         "WRITE_WAIT_MS",

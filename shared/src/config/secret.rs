@@ -88,6 +88,19 @@ impl PartialEq<&str> for SecretUrl {
 /// a Postgres key-value string (`host=h password='p w'`). When in doubt it masks more, never
 /// less: everything between `://` and the last `@` before the query counts as userinfo.
 pub fn redact(url: &str) -> String {
+    let addresses = crate::amqp::addresses(url);
+    if addresses.len() > 1 {
+        // A list of URLs (a cluster's nodes): each masked on its own.
+        return addresses
+            .iter()
+            .map(|address| redact_one(address))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{}", redact_after_scheme(rest)),
         None => redact_keywords(url),
@@ -187,6 +200,14 @@ mod tests {
         assert_eq!(
             redact("postgres://u:a/b@c@host/db"),
             "postgres://u:***@host/db"
+        );
+    }
+
+    #[test]
+    fn every_password_of_a_list_is_masked() {
+        assert_eq!(
+            redact("amqp://u:p1@r1:5672/%2f,amqp://u:p2@r2:5672/%2f"),
+            "amqp://u:***@r1:5672/%2f,amqp://u:***@r2:5672/%2f"
         );
     }
 

@@ -64,31 +64,53 @@ pub(super) fn otlp_endpoint(value: String) -> Result<SecretUrl, ConfigError> {
     Ok(SecretUrl::from(trimmed))
 }
 
-/// A usable AMQP connection string: `amqp://`, a host, a non-empty virtual host (`%2f` is the
-/// default `/`), and valid parameters.
+/// Most broker addresses one `AMQP_URL` may list.
+pub const MAX_AMQP_ADDRESSES: usize = 16;
+
+/// A usable AMQP connection string, or several, comma-separated, for the nodes of a cluster:
+/// each `amqp://`, with a host, a non-empty virtual host (`%2f` is the default `/`), and valid
+/// parameters. An error about one of several names it by position.
 pub(super) fn amqp_url(value: String) -> Result<SecretUrl, ConfigError> {
     let url = SecretUrl::from(value);
+    let addresses = crate::amqp::addresses(&url);
     let invalid = |reason: String| ConfigError {
         name: "AMQP_URL",
         value: url.redacted(),
         reason,
     };
-    let parsed = url::Url::parse(&url).map_err(|e| invalid(e.to_string()))?;
-    let uri = AMQPUri::from_str(&url).map_err(invalid)?;
-    if uri.scheme == AMQPScheme::AMQPS {
-        return Err(invalid(
-            "amqps:// needs TLS, which this build does not include".into(),
-        ));
+    if addresses.len() > MAX_AMQP_ADDRESSES {
+        return Err(invalid(format!(
+            "lists {} addresses; at most {MAX_AMQP_ADDRESSES}",
+            addresses.len()
+        )));
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("names no host".into()));
-    }
-    if uri.vhost.is_empty() {
-        return Err(invalid(
-            "names an empty virtual host; end the URL with /%2f for the default \"/\"".into(),
-        ));
+    for (i, address) in addresses.iter().enumerate() {
+        if let Err(reason) = amqp_address(address) {
+            return Err(invalid(if addresses.len() == 1 {
+                reason
+            } else {
+                format!("address {} of {}: {reason}", i + 1, addresses.len())
+            }));
+        }
     }
     Ok(url)
+}
+
+fn amqp_address(address: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(address).map_err(|e| e.to_string())?;
+    let uri = AMQPUri::from_str(address)?;
+    if uri.scheme == AMQPScheme::AMQPS {
+        return Err("amqps:// needs TLS, which this build does not include".into());
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("names no host".into());
+    }
+    if uri.vhost.is_empty() {
+        return Err(
+            "names an empty virtual host; end the URL with /%2f for the default \"/\"".into(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -112,6 +134,8 @@ mod tests {
         assert!(mq("amqp://rabbit/%2f?heartbeat=5").is_ok());
         assert!(mq("amqp://rabbit").is_ok());
         assert!(mq("amqp://rabbit/staging").is_ok());
+        assert!(mq("amqp://u:p@r1:5672/%2f,amqp://u:p@r2:5672/%2f").is_ok());
+        assert!(mq("amqp://u:p@r1/%2f , amqp://u:p@r2/%2f").is_ok());
     }
 
     #[test]
@@ -127,7 +151,10 @@ mod tests {
             let e = db(url).unwrap_err();
             assert_eq!(e.name, "DATABASE_URL", "{url}");
             assert!(e.reason.contains(reason), "{url}: {e}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
         }
+        let many = vec!["amqp://r/%2f"; MAX_AMQP_ADDRESSES + 1].join(",");
+        assert!(mq(&many).unwrap_err().reason.contains("at most 16"));
     }
 
     #[test]
@@ -139,6 +166,12 @@ mod tests {
             ("amqp:///%2f", "names no host"),
             ("amqp://rabbit/", "empty virtual host"),
             ("amqp://rabbit/%2f?heartbeat=often", "invalid digit"),
+            (
+                "amqp://r1/%2f,amqp://r2/",
+                "address 2 of 2: names an empty virtual host",
+            ),
+            ("amqp://r1/%2f,", "address 2 of 2"),
+            ("amqp://u:s3cret@r1/%2f,,amqp://r2/%2f", "address 2 of 3"),
         ] {
             let e = mq(url).unwrap_err();
             assert_eq!(e.name, "AMQP_URL", "{url}");

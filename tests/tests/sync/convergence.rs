@@ -293,13 +293,13 @@ async fn converged(stack: &TestStack, tasks: &[Uuid], ops: &[Operation]) {
     assert_eq!(logged.into_iter().collect::<BTreeMap<_, _>>(), once);
 }
 
-#[test]
-fn random_interleavings_pushed_in_random_batches_with_duplicates_end_as_timestamp_order() {
+/// Runs the property on a stack configured by `configure`.
+fn property(configure: impl FnOnce(&mut tasksync_shared::Settings)) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let stack = runtime.block_on(TestStack::start());
+    let stack = runtime.block_on(TestStack::start_with(configure));
     let mut runner = TestRunner::new(Config {
         cases: 12,
         max_shrink_iters: 16,
@@ -313,4 +313,16 @@ fn random_interleavings_pushed_in_random_batches_with_duplicates_end_as_timestam
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+#[test]
+fn random_interleavings_pushed_in_random_batches_with_duplicates_end_as_timestamp_order() {
+    property(|_| {});
+}
+
+/// The same property with the work spread over three queues: a task's operations share a
+/// partition, the tasks of one scenario do not, and the result is the one-queue result.
+#[test]
+fn with_three_work_partitions_the_same_interleavings_end_as_timestamp_order() {
+    property(|s| s.work_partitions = 3);
 }

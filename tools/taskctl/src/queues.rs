@@ -97,8 +97,9 @@ async fn amqp_depths(settings: &Settings, topology: &Topology) -> Result<Vec<Que
     let mut broker = Broker::connect(settings).await?;
     let mut infos = Vec::new();
     let retry_queues = topology.retry_queues();
+    let work_queues = topology.work_queues();
     for name in topology.queues() {
-        let role = if name == topology.work_queue() {
+        let role = if work_queues.contains(&name) {
             "work"
         } else if retry_queues.contains(&name) {
             "retry"

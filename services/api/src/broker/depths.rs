@@ -15,7 +15,7 @@ use std::{
 };
 
 use lapin::Channel;
-use tasksync_shared::amqp;
+use tasksync_shared::{amqp, topology::Topology};
 use tokio::{sync::Mutex, task::JoinHandle};
 
 use super::Broker;
@@ -35,6 +35,34 @@ pub struct QueueDepth {
     /// Messages ready for delivery (not those held unacknowledged by a consumer).
     pub ready: u32,
     pub consumers: u32,
+}
+
+/// The work queues of a sample, one per partition.
+#[derive(Clone, Debug)]
+pub struct WorkQueues {
+    /// Every partition's work queue, partition 0 first.
+    pub partitions: Vec<QueueDepth>,
+    /// Ready messages over every partition.
+    pub ready: u32,
+    /// Ready messages in the deepest partition.
+    pub deepest: u32,
+    /// Consumers of the least-served partition: 0 when some partition has no worker.
+    pub consumers: u32,
+}
+
+/// The work queues in `depths`; `None` when one of them is missing from the sample.
+pub fn work_queues(topology: &Topology, depths: &[QueueDepth]) -> Option<WorkQueues> {
+    let partitions = topology
+        .work_queues()
+        .into_iter()
+        .map(|name| depths.iter().find(|q| q.name == name).cloned())
+        .collect::<Option<Vec<_>>>()?;
+    Some(WorkQueues {
+        ready: partitions.iter().map(|q| q.ready).sum(),
+        deepest: partitions.iter().map(|q| q.ready).max().unwrap_or(0),
+        consumers: partitions.iter().map(|q| q.consumers).min().unwrap_or(0),
+        partitions,
+    })
 }
 
 /// A sample, or `None` when the broker did not tell.
@@ -92,12 +120,11 @@ impl Broker {
         depths
     }
 
-    /// Ready messages in the work queue, from the shared sample ([`Broker::queue_depths`]);
-    /// `None` when the broker did not tell.
+    /// Ready messages in the deepest work queue (partition), from the shared sample
+    /// ([`Broker::queue_depths`]); `None` when the broker did not tell.
     pub async fn work_queue_depth(&self) -> Option<u32> {
-        let work = self.inner.topology.work_queue();
         let depths = self.queue_depths().await?;
-        depths.iter().find(|q| q.name == work).map(|q| q.ready)
+        work_queues(&self.inner.topology, &depths).map(|w| w.deepest)
     }
 
     /// Reads every durable queue with passive declares on `channel`, or on a new channel of

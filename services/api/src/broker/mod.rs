@@ -30,7 +30,7 @@ use std::sync::{
 use lapin::{Channel, Connection, types::ShortString};
 use tasksync_shared::{Settings, topology::Topology};
 
-pub use depths::QueueDepth;
+pub use depths::{QueueDepth, WorkQueues, work_queues};
 pub use publish::{PublishError, Submitted};
 
 /// The live connection, its confirming publish channels, and this instance's reply queue.

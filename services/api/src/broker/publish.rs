@@ -9,7 +9,7 @@ use lapin::{
     options::BasicPublishOptions,
     types::{FieldTable, ShortString},
 };
-use tasksync_shared::{Operation, OutcomeReport, failure, topology::routing_key};
+use tasksync_shared::{Operation, OutcomeReport, failure};
 use tracing::{Span, field::Empty};
 use uuid::Uuid;
 
@@ -118,7 +118,7 @@ impl Broker {
             let confirm = channel
                 .basic_publish(
                     exchange.clone(),
-                    routing_key(op.kind).into(),
+                    self.inner.topology.publish_key(op.kind, op.task_id).into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()

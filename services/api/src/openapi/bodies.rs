@@ -63,7 +63,12 @@ pub struct StatusReport {
     retry_queue_size: Option<u32>,
     /// Operations parked for good (the caller's with authentication on).
     dead_letter_count: Option<i64>,
+    /// Workers consuming the least-served work partition (with one partition: the workers);
+    /// 0 means some partition has no worker.
     worker_count: Option<u32>,
+    /// Every work partition (`WORK_PARTITIONS`), partition 0 first; `null` when the broker did
+    /// not answer.
+    work_partitions: Option<Vec<WorkPartition>>,
     /// Operations the workers hold received and not yet decided (every worker with a fresh
     /// heartbeat); `null` when the database did not answer.
     in_flight_count: Option<i64>,
@@ -75,6 +80,17 @@ pub struct StatusReport {
     broker_online: bool,
     database_online: bool,
     server_time: DateTime<Utc>,
+}
+
+/// One work partition in `GET /api/status`.
+#[derive(Debug, ToSchema)]
+pub struct WorkPartition {
+    /// The partition's work queue.
+    queue: String,
+    /// Operations ready in it.
+    ready: u32,
+    /// Workers consuming it.
+    consumers: u32,
 }
 
 /// The body of `POST /api/sync` and `POST /api/batch`.

@@ -55,7 +55,10 @@ pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUse
             .as_ref()
             .and_then(|d| d.iter().find(|q| q.name == name).cloned())
     };
-    let sync_queue_size = queue(topology.work_queue()).map(|q| q.ready);
+    let work = depths
+        .as_deref()
+        .and_then(|d| crate::broker::work_queues(topology, d));
+    let sync_queue_size = work.as_ref().map(|w| w.ready);
     let retry_queue_size = topology
         .retry_queues()
         .into_iter()
@@ -63,7 +66,13 @@ pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUse
         .sum::<Option<u32>>();
     let pending_sync_count = sync_queue_size.zip(retry_queue_size).map(|(w, r)| w + r);
     let parked_in_queue = queue(topology.parking_queue()).map(|q| q.ready);
-    let workers = queue(topology.work_queue()).map(|q| q.consumers);
+    let workers = work.as_ref().map(|w| w.consumers);
+    let partitions = work.as_ref().map(|w| {
+        w.partitions
+            .iter()
+            .map(|q| json!({"queue": q.name, "ready": q.ready, "consumers": q.consumers}))
+            .collect::<Vec<_>>()
+    });
     let summary = tokio::time::timeout(
         Duration::from_secs(3),
         storage::sync_summary(&state.db, &user),
@@ -86,6 +95,7 @@ pub async fn status(State(state): State<AppState>, CurrentUser(user): CurrentUse
         "retry_queue_size": retry_queue_size,
         "dead_letter_count": dead_letter_count,
         "worker_count": workers,
+        "work_partitions": partitions,
         "in_flight_count": summary.as_ref().map(|s| s.in_flight),
         "oldest_in_flight_age_ms": summary
             .as_ref()

@@ -1,11 +1,12 @@
 //! What a delivery says about itself: its attempt, its redeliveries, its routing key, and the
 //! id its failure record is kept under. Read from properties and body only, no I/O.
 
-use lapin::{BasicProperties, types::FieldTable};
+use lapin::{BasicProperties, message::Delivery, types::FieldTable};
 use tasksync_shared::{
     Operation,
     failure::{self, header},
     telemetry::traceparent::TraceParent,
+    topology::Topology,
 };
 
 use crate::apply::Attempt;
@@ -29,6 +30,12 @@ pub fn redeliveries_of(properties: &BasicProperties) -> u32 {
 pub fn original_routing_key(properties: &BasicProperties, routing_key: &str) -> String {
     failure::header_str(properties, header::ORIGINAL_ROUTING_KEY)
         .unwrap_or_else(|| routing_key.to_string())
+}
+
+/// The work partition a delivery belongs to, from the routing key the api published it with.
+pub fn partition_of(topology: &Topology, delivery: &Delivery) -> u16 {
+    let key = original_routing_key(&delivery.properties, delivery.routing_key.as_str());
+    topology.partition_of_key(&key)
 }
 
 pub fn headers_of(properties: &BasicProperties) -> FieldTable {

@@ -71,9 +71,12 @@ pub fn triage(facts: &Facts<'_>) -> Option<Fate> {
         .map(|reason| park(facts.attempt, reason.to_string()))
 }
 
-/// After applying one operation on attempt `attempt` (alone, or in a batch that committed).
+/// After applying one operation of work partition `partition` on attempt `attempt` (alone, or
+/// in a batch that committed). A retry waits in that partition's delay queue, which returns it
+/// to the same partition.
 pub fn after_apply(
     attempt: u32,
+    partition: u16,
     applied: Result<OutcomeReport, ApplyError>,
     topology: &Topology,
 ) -> Fate {
@@ -83,7 +86,7 @@ pub fn after_apply(
         Err(ApplyError::Failed(error)) => {
             let queue = usize::try_from(attempt)
                 .ok()
-                .and_then(|n| topology.retry_queue(n));
+                .and_then(|n| topology.retry_queue_of(n, partition));
             match queue {
                 Some(queue) => Fate::Retry {
                     attempt,
@@ -205,7 +208,7 @@ mod tests {
         let failed = || Err(ApplyError::Failed("boom".into()));
         for attempt in 1..=3 {
             assert_eq!(
-                after_apply(attempt, failed(), &t),
+                after_apply(attempt, 0, failed(), &t),
                 Fate::Retry {
                     attempt,
                     queue: t.retry_queue(attempt as usize).unwrap(),
@@ -214,17 +217,33 @@ mod tests {
             );
         }
         assert_eq!(
-            after_apply(4, failed(), &t),
+            after_apply(4, 0, failed(), &t),
             park(4, "failed 4 attempts; last error: boom".into())
         );
+    }
+
+    #[test]
+    fn a_retry_waits_in_its_own_partitions_delay_queue() {
+        let t = Topology::from_settings(&Settings {
+            work_partitions: 3,
+            ..Settings::default()
+        });
+        for partition in 0..3 {
+            let failed = Err(ApplyError::Failed("boom".into()));
+            let Fate::Retry { queue, .. } = after_apply(2, partition, failed, &t) else {
+                panic!("retried");
+            };
+            assert_eq!(Some(queue), t.retry_queue_of(2, partition));
+        }
+        assert_ne!(t.retry_queue_of(2, 1), t.retry_queue_of(2, 0));
     }
 
     #[test]
     fn a_database_out_of_reach_holds_and_a_decision_is_applied() {
         let t = topology();
         let unavailable = Err(ApplyError::Unavailable("gone".into()));
-        assert_eq!(after_apply(4, unavailable, &t), Fate::HoldForDatabase);
-        assert_eq!(after_apply(1, Ok(report()), &t), Fate::Applied(report()));
+        assert_eq!(after_apply(4, 0, unavailable, &t), Fate::HoldForDatabase);
+        assert_eq!(after_apply(1, 0, Ok(report()), &t), Fate::Applied(report()));
     }
 
     #[test]

@@ -105,41 +105,71 @@ pub async fn consume(
     }
 }
 
-/// A connection set up for consuming: the topology declared, the consumer started with its
-/// prefetch, and a publisher channel in confirm mode.
+/// A connection set up for consuming: the topology declared, one consumer per work partition
+/// consumed, each on its own channel with its share of the prefetch, and a publisher channel
+/// in confirm mode.
 struct Open {
     connection: Connection,
-    channel: Channel,
+    consumers: Vec<(Channel, Consumer)>,
     publisher: Channel,
-    consumer: Consumer,
+}
+
+/// The partitions this worker consumes: `WORKER_PARTITIONS`, or all of them.
+fn consumed_partitions(settings: &Settings, topology: &Topology) -> Vec<u16> {
+    match &settings.worker_partitions {
+        Some(chosen) => chosen
+            .iter()
+            .copied()
+            .filter(|p| *p < topology.partitions())
+            .collect(),
+        None => (0..topology.partitions()).collect(),
+    }
+}
+
+/// Each consumer's prefetch: `AMQP_PREFETCH` shared out, so that the worker as a whole holds
+/// at most about that many (quorum queues have no channel-wide prefetch).
+fn prefetch_per_consumer(prefetch: u16, consumers: usize) -> u16 {
+    let consumers = u16::try_from(consumers.max(1)).unwrap_or(u16::MAX);
+    prefetch.div_ceil(consumers).max(1)
 }
 
 async fn open(settings: &Settings, topology: &Topology) -> anyhow::Result<Open> {
     let connection = amqp::connect(&settings.amqp_url, "tasksync-sync-worker").await?;
-    let channel = connection.create_channel().await?;
-    topology.declare(&channel).await?;
-    // Set at every (re)connect: a new channel starts with unlimited prefetch.
-    channel
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
-        .await?;
     let publisher = connection.create_channel().await?;
+    topology.declare(&publisher).await?;
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let consumer = channel
-        .basic_consume(
-            topology.work_queue().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    tracing::info!(queue = %topology.work_queue(), prefetch = settings.prefetch, "consuming");
+    let partitions = consumed_partitions(settings, topology);
+    let prefetch = prefetch_per_consumer(settings.prefetch, partitions.len());
+    let mut consumers = Vec::with_capacity(partitions.len());
+    for partition in &partitions {
+        // A channel per partition: delivery tags (and so `multiple` acks) are per channel, and
+        // each partition's batches settle in their own delivery order.
+        let channel = connection.create_channel().await?;
+        // Set at every (re)connect: a new channel starts with unlimited prefetch.
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                topology.work_queue_of(*partition).into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        consumers.push((channel, consumer));
+    }
+    let queues: Vec<String> = partitions
+        .iter()
+        .map(|p| topology.work_queue_of(*p))
+        .collect();
+    tracing::info!(?queues, prefetch, "consuming");
     Ok(Open {
         connection,
-        channel,
+        consumers,
         publisher,
-        consumer,
     })
 }
 
@@ -156,9 +186,8 @@ async fn session(
 ) -> anyhow::Result<()> {
     let Open {
         connection,
-        channel,
+        mut consumers,
         publisher,
-        mut consumer,
     } = open;
     let ctx = Ctx {
         settings,
@@ -168,13 +197,22 @@ async fn session(
         metrics,
         publisher,
     };
-    consume_batches(&ctx, &mut consumer, stop).await?;
+    // Each partition is its own pipeline, as if it had a worker of its own; when one session
+    // breaks, the others are given up with it and the whole connection is opened again.
+    let pipelines = consumers.iter_mut().map(|(_, consumer)| {
+        let mut stop = stop.clone();
+        let ctx = &ctx;
+        async move { consume_batches(ctx, consumer, &mut stop).await }
+    });
+    futures_util::future::try_join_all(pipelines).await?;
     // Cancel, then close: the broker returns whatever was prefetched and not yet acked.
-    let _ = tokio::time::timeout(
-        AMQP_TIMEOUT,
-        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
-    )
-    .await;
+    for (channel, consumer) in &consumers {
+        let _ = tokio::time::timeout(
+            AMQP_TIMEOUT,
+            channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+        )
+        .await;
+    }
     let _ = tokio::time::timeout(AMQP_TIMEOUT, connection.close(200, "shutdown".into())).await;
     tracing::info!("stopped consuming");
     Ok(())
@@ -345,4 +383,29 @@ async fn process(
         held = settle(ctx, verdicts).await?;
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_consumes_every_partition_or_those_it_is_given() {
+        let mut settings = Settings {
+            work_partitions: 4,
+            ..Settings::default()
+        };
+        let topology = Topology::from_settings(&settings);
+        assert_eq!(consumed_partitions(&settings, &topology), [0, 1, 2, 3]);
+        settings.worker_partitions = Some(vec![3, 1]);
+        assert_eq!(consumed_partitions(&settings, &topology), [3, 1]);
+    }
+
+    #[test]
+    fn the_prefetch_is_shared_out_among_the_consumers() {
+        assert_eq!(prefetch_per_consumer(1000, 1), 1000);
+        assert_eq!(prefetch_per_consumer(1000, 3), 334);
+        assert_eq!(prefetch_per_consumer(2, 3), 1);
+        assert_eq!(prefetch_per_consumer(1, 0), 1);
+    }
 }

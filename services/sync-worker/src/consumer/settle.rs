@@ -154,9 +154,11 @@ async fn count_redelivery(ctx: &Ctx<'_>, item: &Item, seen: u32) -> anyhow::Resu
     let key =
         super::facts::original_routing_key(&delivery.properties, delivery.routing_key.as_str());
     failure::set_str(&mut headers, header::ORIGINAL_ROUTING_KEY, &key);
-    // Straight to the work queue by name: a message published directly to the queue has a
-    // routing key the operations exchange would not route.
-    let queue = ctx.topology.work_queue();
+    // Straight to its partition's work queue by name: a message published directly to the
+    // queue has a routing key the operations exchange would not route.
+    let queue = ctx
+        .topology
+        .work_queue_of(ctx.topology.partition_of_key(&key));
     copies::publish_copy(ctx, "", &queue, delivery, headers).await
 }
 

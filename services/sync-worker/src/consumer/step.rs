@@ -176,7 +176,8 @@ async fn apply_or_split(
         .into_iter()
         .zip(results)
         .map(|((item, op), applied)| {
-            let fate = fate::after_apply(item.attempt.number, applied, ctx.topology);
+            let partition = facts::partition_of(ctx.topology, &item.delivery);
+            let fate = fate::after_apply(item.attempt.number, partition, applied, ctx.topology);
             Verdict {
                 item,
                 op: Some(op),

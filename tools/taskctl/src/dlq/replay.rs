@@ -160,7 +160,11 @@ async fn send_back(
     records
         .set_state(&key, RecordState::Parked, RecordState::Replayed)
         .await;
-    let work_queue = topology.work_queue();
+    // Back to the work queue of the partition it was published to.
+    let partition = taken
+        .original_routing_key()
+        .map_or(0, |key| topology.partition_of_key(&key));
+    let work_queue = topology.work_queue_of(partition);
     if let Err(e) = broker
         .publish("", &work_queue, taken.body(), properties)
         .await

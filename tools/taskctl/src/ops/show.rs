@@ -221,16 +221,27 @@ fn print(report: &Report<'_>, out: &mut dyn Write) -> Result<(), CtlError> {
 }
 
 /// The work queue's depth and consumers, if the broker answers; the answer stands without it.
+/// With several partitions: their ready messages together and the consumers of the
+/// least-served one.
 async fn work_queue(settings: &Settings) -> Option<WorkQueue> {
-    let name = Topology::from_settings(settings).work_queue();
+    let topology = Topology::from_settings(settings);
+    let names = topology.work_queues();
     let mut broker = Broker::connect(settings).await.ok()?;
-    let queue = broker.inspect(&name).await;
+    let mut queues = Vec::with_capacity(names.len());
+    for name in &names {
+        queues.push(broker.inspect(name).await);
+    }
     broker.close().await;
-    let queue = queue.ok()?;
+    let queues = queues.into_iter().collect::<Result<Vec<_>, _>>().ok()?;
+    let name = match names.as_slice() {
+        [one] => one.clone(),
+        [first, .., last] => format!("{first} … {last} ({} partitions)", names.len()),
+        [] => return None,
+    };
     Some(WorkQueue {
         name,
-        ready: queue.message_count(),
-        consumers: queue.consumer_count(),
+        ready: queues.iter().map(lapin::Queue::message_count).sum(),
+        consumers: queues.iter().map(lapin::Queue::consumer_count).min()?,
     })
 }
 
