@@ -153,7 +153,7 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "QUEUE_HIGH_WATER",
         "100000",
-        "ready work-queue messages above which task writes get 429; 0 = off",
+        "ready messages in the (deepest) work queue above which task writes get 429; 0 = off",
     ),
     unset(
         "CORS_ALLOWED_ORIGINS",
