@@ -1,13 +1,22 @@
 # syntax=docker/dockerfile:1
 #
-# Image with both Task Sync binaries, `api` and `sync-worker`; docker-compose.yml picks one with
-# `command:`. Dependencies are compiled in their own layer (cargo-chef), so editing the
-# workspace's sources only rebuilds the workspace crates.
+# The one Task Sync image: `api`, `sync-worker` and `taskctl`; docker-compose.yml builds it once
+# (as `tasksync:local`) and picks the binary with `command:`. Dependencies are compiled in their
+# own layer (cargo-chef), so editing the workspace's sources only rebuilds the workspace crates.
+#
+# Base images are pinned to exact tags (the Rust toolchain and Debian snapshot), cargo-chef to an
+# exact version. To pin by content as well, append the digest that
+# `docker buildx imagetools inspect rust:1.98.0-slim-bookworm` prints (`FROM rust:…@sha256:…`).
 
-ARG CHEF_IMAGE=lukemathwalker/cargo-chef:latest-rust-1-slim-bookworm
+ARG RUST_IMAGE=rust:1.98.0-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-20260803-slim
+ARG CARGO_CHEF_VERSION=0.1.78
 
 # --- planner: reduce the workspace to a recipe of its manifests and lockfile -------------------
-FROM ${CHEF_IMAGE} AS chef
+FROM ${RUST_IMAGE} AS chef
+ARG CARGO_CHEF_VERSION
+RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}" \
+    && rm -rf "${CARGO_HOME:-/usr/local/cargo}/registry"
 WORKDIR /app
 
 FROM chef AS planner
@@ -26,7 +35,7 @@ RUN cargo build --release --locked -p api -p sync-worker -p taskctl \
     && cp target/release/api target/release/sync-worker target/release/taskctl /out/
 
 # --- runtime: just the binaries, CA certificates and an unprivileged user ----------------------
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -38,6 +47,6 @@ ENV RUST_LOG=info \
     HOST=0.0.0.0 \
     PORT=3000
 EXPOSE 3000
-# No HEALTHCHECK here: the image runs either binary, and each probes itself (`api healthcheck`,
+# No HEALTHCHECK here: the image runs any of its binaries, and each probes itself (`api healthcheck`,
 # `sync-worker healthcheck`, no curl or shell needed); docker-compose.yml sets one per service.
 CMD ["api"]
