@@ -7,7 +7,7 @@
 //!
 //! `AMQP_URL` may list a cluster's nodes ([`addresses`]). A connection goes to the first node
 //! that answers, trying them in turn from the one after the node this process connected to
-//! last: a session that broke because its node went away reconnects to another node first,
+//! last (a process's first connection starts at a node drawn from its process id): a session that broke because its node went away reconnects to another node first,
 //! and the services' connections spread over the nodes. The caller's reconnect loop is the
 //! failover: it opens a new connection, declares the topology again and resumes.
 
@@ -88,22 +88,28 @@ pub fn addresses(url: &str) -> Vec<&str> {
     out
 }
 
-/// Where the next connection starts trying (an index into [`addresses`], modulo their number).
-static NEXT_ADDRESS: AtomicUsize = AtomicUsize::new(0);
+/// Where the next connection starts trying (an index into [`addresses`], modulo their number);
+/// [`UNSET`] until the first connection, which starts at an index drawn from the process id, so
+/// that many processes with one `AMQP_URL` do not all connect to its first node.
+static NEXT_ADDRESS: AtomicUsize = AtomicUsize::new(UNSET);
+const UNSET: usize = usize::MAX;
 
 /// Opens a connection named after the process role, so it is recognisable in the management UI:
 /// to the first of `url`'s addresses that answers, starting after the one used last.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, ConnectError> {
     let addresses = addresses(url);
     let count = addresses.len();
-    let first = NEXT_ADDRESS.load(Ordering::Relaxed);
+    let first = match NEXT_ADDRESS.load(Ordering::Relaxed) {
+        UNSET => usize::try_from(std::process::id()).unwrap_or(0) % count.max(1),
+        next => next % count.max(1),
+    };
     let mut failed = None;
     for i in 0..count {
         let index = (first + i) % count;
         let address = addresses[index];
         match connect_within(address, name, CONNECT_TIMEOUT).await {
             Ok(connection) => {
-                NEXT_ADDRESS.store(index + 1, Ordering::Relaxed);
+                NEXT_ADDRESS.store((index + 1) % count, Ordering::Relaxed);
                 if count > 1 {
                     tracing::info!(node = %node_of(address), "connected to the broker");
                 }
@@ -121,7 +127,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, ConnectError> 
         }
     }
     // The next try starts one further on, so that an address that hangs is not always first.
-    NEXT_ADDRESS.store(first + 1, Ordering::Relaxed);
+    NEXT_ADDRESS.store((first + 1) % count.max(1), Ordering::Relaxed);
     Err(failed.unwrap_or_else(|| ConnectError::Url("lists no address".into())))
 }
 
