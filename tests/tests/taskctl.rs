@@ -318,6 +318,49 @@ async fn queues_reports_every_queue_with_its_depth_and_consumers() {
     );
 }
 
+#[tokio::test]
+async fn queues_lists_every_partition_with_its_own_delay_queues() {
+    let mut stack = TestStack::start_with(|s| s.work_partitions = 3).await;
+    stack.stop_worker().await;
+    let topology = stack.topology();
+    // A task of partition 2: its create waits in partition 2's work queue.
+    let task = std::iter::repeat_with(Uuid::new_v4)
+        .find(|t| topology.partition_of(*t) == 2)
+        .unwrap();
+    let reply = stack
+        .client()
+        .create_task_async(json!({"id": task, "title": "two"}))
+        .await;
+    assert_eq!(reply.status, 202);
+
+    let queues = ctl_json(&stack, &["queues"]).await;
+    let queues = queues.as_array().unwrap();
+    let listed: Vec<(&str, &str)> = queues
+        .iter()
+        .map(|q| (q["name"].as_str().unwrap(), q["role"].as_str().unwrap()))
+        .collect();
+    let mut expected: Vec<(String, &str)> = topology
+        .work_queues()
+        .into_iter()
+        .map(|q| (q, "work"))
+        .collect();
+    expected.extend(topology.retry_queues().into_iter().map(|q| (q, "retry")));
+    expected.push((topology.parking_queue(), "parking"));
+    assert_eq!(listed.len(), 3 + 9 + 1);
+    assert_eq!(
+        listed,
+        expected
+            .iter()
+            .map(|(q, r)| (q.as_str(), *r))
+            .collect::<Vec<_>>()
+    );
+    let ready: Vec<u64> = queues[..3]
+        .iter()
+        .map(|q| q["ready"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ready, [0, 0, 1]);
+}
+
 /// Failure records of `ops` in the state `parked`.
 async fn parked_records(stack: &TestStack, ops: &[Uuid]) -> i64 {
     let client = stack.db.get().await.unwrap();
