@@ -15,6 +15,7 @@ pub mod op_log;
 pub mod ops;
 pub mod processes;
 pub mod proxy;
+pub mod rabbit_cluster;
 pub mod rabbit_node;
 pub mod services;
 pub mod sync_client;
