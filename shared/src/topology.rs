@@ -277,8 +277,13 @@ impl Topology {
                 .exchange_declare(name.into(), kind, durable, FieldTable::default())
                 .await?;
         }
+        // Every work queue before any delay queue: with the leaders of a fresh cluster placed
+        // by least leaders, the work queues then each get their own node.
         for partition in 0..self.partitions {
-            self.declare_partition(channel, partition).await?;
+            self.declare_work_queue(channel, partition).await?;
+        }
+        for partition in 0..self.partitions {
+            self.declare_delay_queues(channel, partition).await?;
         }
         let queue = QueueDeclareOptions {
             durable: true,
@@ -291,8 +296,8 @@ impl Topology {
         Ok(())
     }
 
-    /// One partition's work queue with its bindings, and its delay queues.
-    async fn declare_partition(&self, channel: &Channel, partition: u16) -> lapin::Result<()> {
+    /// One partition's work queue with its bindings.
+    async fn declare_work_queue(&self, channel: &Channel, partition: u16) -> lapin::Result<()> {
         let queue = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -332,6 +337,15 @@ impl Topology {
             (_, p) => bind(channel, work, ops, &format!("op.*.{p}")).await?,
         }
 
+        Ok(())
+    }
+
+    /// One partition's delay queues.
+    async fn declare_delay_queues(&self, channel: &Channel, partition: u16) -> lapin::Result<()> {
+        let queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         let back = Self::retry_return_key(partition);
         for n in 1..=self.retries() {
             let (Some(queue_name), Some(delay)) = (

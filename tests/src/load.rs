@@ -270,6 +270,11 @@ impl Load {
         Self { writers }
     }
 
+    /// Whether some device is still writing: a fault injected while this holds hit the load.
+    pub fn is_running(&self) -> bool {
+        !self.writers.is_finished()
+    }
+
     /// Waits until every device has finished.
     pub async fn finish(self) -> Ledger {
         self.writers.await.expect("the load driver panicked")

@@ -146,6 +146,17 @@ impl FaultyProxy {
         self.state.mode.send_replace(Mode::Up);
     }
 
+    /// Connections open through the proxy now.
+    pub fn open_connections(&self) -> usize {
+        self.state
+            .connections
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| !c.is_finished())
+            .count()
+    }
+
     /// Connections refused while cut.
     pub fn refused(&self) -> u64 {
         self.state.refused.load(Ordering::SeqCst)

@@ -31,6 +31,9 @@ const STEP: Duration = Duration::from_secs(20);
 
 const ALL: [usize; 3] = [0, 1, 2];
 
+#[path = "cluster/services.rs"]
+mod services;
+
 #[tokio::test]
 async fn three_nodes_form_one_cluster_whose_quorum_queues_span_them() {
     let cluster = RabbitCluster::start(5710).await;
