@@ -33,7 +33,10 @@
 //!   is nothing to stop gracefully) and removes the directory, also when the test panicked
 //!   (then it first prints the end of each node's log).
 //!   Every start first removes what a killed earlier run left under the same names, and any
-//!   cluster node whose owning test process is gone.
+//!   cluster node whose owning test process is gone. A lock file per base port
+//!   (`$TMPDIR/tasksync-cluster-{base}.lock`, naming its live owner) makes a second test process
+//!   that wants the same ports (another checkout's run) wait for the first instead of killing
+//!   its nodes.
 
 use std::{
     collections::BTreeSet,
@@ -79,6 +82,9 @@ pub struct RabbitCluster {
     nodes: Vec<Node>,
     proxies: Vec<FaultyProxy>,
     dir: PathBuf,
+    /// Held while the cluster lives: another test process (another checkout's run, say) that
+    /// wants the same ports waits instead of killing these nodes as leftovers.
+    lock: PathBuf,
     owner: String,
 }
 
@@ -101,6 +107,17 @@ impl RabbitCluster {
             })
             .collect();
         let owner = own_identity();
+        let lock = std::env::temp_dir().join(format!("tasksync-cluster-{base_port}.lock"));
+        blocking({
+            let (lock, owner) = (lock.clone(), owner.clone());
+            move || acquire(&lock, &owner, LOCK_PATIENCE)
+        })
+        .await;
+        let locked = started.elapsed();
+        if locked > Duration::from_secs(1) {
+            eprintln!("cluster {base_port}: waited {locked:?} for another process's cluster");
+        }
+        let started = Instant::now();
         blocking(sweep_orphans).await;
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         blocking(move || {
@@ -123,6 +140,7 @@ impl RabbitCluster {
             nodes,
             proxies: Vec::new(),
             dir,
+            lock,
             owner,
         };
         for i in 0..SIZE {
@@ -457,6 +475,52 @@ impl Drop for RabbitCluster {
         let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
         kill_and_reap(&names, Duration::from_secs(15));
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// Longest wait for another process's cluster on the same ports to end.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10 * 60);
+
+/// Takes the lock file `path` for `owner` (created exclusively, holding the owner's identity),
+/// waiting while a live process holds it and taking over from a dead one.
+fn acquire(path: &Path, owner: &str, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(mut file) => {
+                std::io::Write::write_all(&mut file, owner.as_bytes()).unwrap();
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("lock {}: {e}", path.display()),
+        }
+        let holder = std::fs::read_to_string(path).unwrap_or_default();
+        // Empty: its holder is writing it now, or died right after creating it.
+        let abandoned = if holder.trim().is_empty() {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(10))
+        } else {
+            !is_alive(holder.trim())
+        };
+        if abandoned {
+            let _ = std::fs::remove_file(path);
+            continue;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} is still held by process {} after {patience:?}",
+            path.display(),
+            holder.trim()
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -644,8 +708,9 @@ fn wait_gone(name: &str, patience: Duration) -> bool {
     }
 }
 
-/// Kills cluster nodes whose owning test process is gone, and removes cluster directories
-/// whose owner is gone (a test process killed before its `Drop` ran).
+/// Kills cluster nodes whose owning test process is gone, and removes the cluster directories
+/// whose owner is gone (a test process killed before its `Drop` ran) unless a live process
+/// holds their ports' lock.
 fn sweep_orphans() {
     let orphans =
         beam_pids(|args| flag_value(args, "-tasksync_owner").is_some_and(|owner| !is_alive(owner)));
@@ -661,9 +726,24 @@ fn sweep_orphans() {
         if !is_cluster_dir {
             continue;
         }
-        let owner = std::fs::read_to_string(entry.path().join("owner")).unwrap_or_default();
-        if !owner.is_empty() && !is_alive(owner.trim()) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        let path = entry.path();
+        // Lock files are left to [`acquire`], which takes over from a dead owner.
+        if path.extension().is_some_and(|e| e == "lock") {
+            continue;
+        }
+        let owner_of = |file: PathBuf| std::fs::read_to_string(file).ok();
+        let gone = |owner: &Option<String>| {
+            owner
+                .as_deref()
+                .map(str::trim)
+                .is_some_and(|o| !o.is_empty() && !is_alive(o))
+        };
+        let (owner, lock) = (
+            owner_of(path.join("owner")),
+            owner_of(path.with_extension("lock")),
+        );
+        if gone(&owner) && (lock.is_none() || gone(&lock)) {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
