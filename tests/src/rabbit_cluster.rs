@@ -3,13 +3,12 @@
 //!
 //! - **Nodes**: `tasksync-cluster-{port}@localhost` on AMQP ports `base..base+2` (127.0.0.1),
 //!   distribution ports `port + 20000`, each with its own config, data, log and pid file under
-//!   `$TMPDIR/tasksync-cluster-{base}/{port}/`; light (one scheduler, no plugins) and started in
-//!   parallel.
-//! - **Forming**: node 0 starts as a blank node; nodes 1 and 2 use classic config peer
-//!   discovery that lists node 0 only, with a retry limit long enough to outlast node 0's boot,
-//!   so they always join node 0 (never two clusters, whatever the start order). A node that
-//!   restarts with its data dir rejoins from its stored membership. `cluster_partition_handling
-//!   = pause_minority`.
+//!   `$TMPDIR/tasksync-cluster-{base}/{port}/`; light (one scheduler, no plugins).
+//! - **Forming**: node 0 boots first as a blank node; then nodes 1 and 2 boot together, with
+//!   classic config peer discovery that lists node 0 only, so they always join node 0 (never a
+//!   cluster of their own; and never a seed still booting, whose database the feature flags may
+//!   not have upgraded yet: that fails the joiner's boot). A node that restarts with its data
+//!   dir rejoins from its stored membership. `cluster_partition_handling = pause_minority`.
 //! - **Clients** go through the proxies: [`RabbitCluster::urls`] is the comma-separated list
 //!   `AMQP_URL` accepts; [`RabbitCluster::direct_url`] bypasses the proxy.
 //! - **Kill** ([`RabbitCluster::kill`]): SIGKILL of the node's `beam.smp`. Each node's command
@@ -31,9 +30,13 @@
 //!   would need per-node name resolution and epmd tricks; the cookie cut gives RabbitMQ the same
 //!   view (connection lost, reconnects refused) without them.
 //! - **Drop**: cuts the proxies, SIGKILLs the three nodes (their data is thrown away, so there
-//!   is nothing to stop gracefully) and removes the directory, also when the test panicked.
+//!   is nothing to stop gracefully) and removes the directory, also when the test panicked
+//!   (then it first prints the end of each node's log).
 //!   Every start first removes what a killed earlier run left under the same names, and any
-//!   cluster node whose owning test process is gone.
+//!   cluster node whose owning test process is gone. A lock file per base port
+//!   (`$TMPDIR/tasksync-cluster-{base}.lock`, naming its live owner) makes a second test process
+//!   that wants the same ports (another checkout's run) wait for the first instead of killing
+//!   its nodes.
 
 use std::{
     collections::BTreeSet,
@@ -59,6 +62,9 @@ const MEMBERSHIP_PATIENCE: Duration = Duration::from_secs(60);
 /// Scheduler limits that keep three nodes light on a small machine.
 const ERL_ARGS: &str = "+S 1:1 +SDcpu 1:1 +SDio 2";
 
+/// Whether RabbitMQ and its database run on a node: `{false,no}` once it has paused.
+const PAUSED_PROBE: &str = "{rabbit:is_running(), mnesia:system_info(is_running)}.";
+
 /// What node `i` holds for its peers while partitioned.
 const WRONG_COOKIE: &str = "tasksync_cluster_partitioned";
 
@@ -76,6 +82,9 @@ pub struct RabbitCluster {
     nodes: Vec<Node>,
     proxies: Vec<FaultyProxy>,
     dir: PathBuf,
+    /// Held while the cluster lives: another test process (another checkout's run, say) that
+    /// wants the same ports waits instead of killing these nodes as leftovers.
+    lock: PathBuf,
     owner: String,
 }
 
@@ -98,9 +107,24 @@ impl RabbitCluster {
             })
             .collect();
         let owner = own_identity();
+        let lock = std::env::temp_dir().join(format!("tasksync-cluster-{base_port}.lock"));
+        blocking({
+            let (lock, owner) = (lock.clone(), owner.clone());
+            move || acquire(&lock, &owner, LOCK_PATIENCE)
+        })
+        .await;
+        let locked = started.elapsed();
+        if locked > Duration::from_secs(1) {
+            eprintln!("cluster {base_port}: waited {locked:?} for another process's cluster");
+        }
+        let started = Instant::now();
         blocking(sweep_orphans).await;
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-        blocking(move || kill_and_reap(&names, NODE_PATIENCE)).await;
+        blocking(move || {
+            kill_and_reap(&names, NODE_PATIENCE);
+            stop_registered(&names);
+        })
+        .await;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("owner"), &owner).unwrap();
@@ -116,23 +140,19 @@ impl RabbitCluster {
             nodes,
             proxies: Vec::new(),
             dir,
+            lock,
             owner,
         };
         for i in 0..SIZE {
             let target = ([127, 0, 0, 1], cluster.nodes[i].port).into();
             cluster.proxies.push(FaultyProxy::start(target).await);
         }
-        let launches: Vec<_> = (0..SIZE).map(|i| cluster.launch(i)).collect();
-        for launch in launches {
-            let status = blocking(move || launch.and_then(|mut child| child.wait())).await;
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "rabbitmq-server -detached failed"
-            );
-        }
-        for i in 0..SIZE {
-            cluster.wait_until_listening(i, true).await;
-        }
+        // The seed boots alone: a node that joins one still booting can catch its database
+        // before the feature flags have upgraded it, and then fails its own boot
+        // (schema_integrity_check_failed). The two others then boot together and join it.
+        cluster.boot(&[0]).await;
+        let seeded = started.elapsed();
+        cluster.boot(&[1, 2]).await;
         let booted = started.elapsed();
         cluster
             .wait_for_members("the cluster forms", |_, members| {
@@ -140,7 +160,8 @@ impl RabbitCluster {
             })
             .await;
         eprintln!(
-            "cluster {base_port}: nodes listening after {booted:?}, one cluster after {:?}",
+            "cluster {base_port}: seed listening after {seeded:?}, all three after {booted:?}, \
+             one cluster after {:?}",
             started.elapsed()
         );
         cluster
@@ -252,13 +273,7 @@ impl RabbitCluster {
     /// Starts node `i` again after [`Self::kill`] or [`Self::stop`], with the same directories,
     /// and waits until it listens and every running node counts it as a running member.
     pub async fn restart(&self, i: usize) {
-        let launch = self.launch(i);
-        let status = blocking(move || launch.and_then(|mut child| child.wait())).await;
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "rabbitmq-server -detached failed"
-        );
-        self.wait_until_listening(i, true).await;
+        self.boot(&[i]).await;
         self.wait_for_members("the node is back in the cluster", |j, members| {
             // A peer that is down (a rolling restart) has no say; every running node counts i.
             (j != i && members.is_none()) || members.is_some_and(|m| m.contains(&i))
@@ -300,6 +315,24 @@ impl RabbitCluster {
         })
         .await;
         self.wait_until_listening(i, false).await;
+        // Fully paused (RabbitMQ and its database stopped), so that a heal right away meets a
+        // node that rejoins rather than one still stopping.
+        let deadline = Instant::now() + MEMBERSHIP_PATIENCE;
+        loop {
+            let state = self
+                .ctl(i, "rabbitmqctl", &["eval", PAUSED_PROBE])
+                .await
+                .unwrap_or_default();
+            if state.trim() == "{false,no}" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not pause: {{rabbit running, mnesia running}} = {}",
+                state.trim()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Ends [`Self::partition`] of node `i` and waits until all three nodes are running members
@@ -335,6 +368,21 @@ impl RabbitCluster {
 
     fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Starts `nodes` in parallel and waits until each listens.
+    async fn boot(&self, nodes: &[usize]) {
+        let launches: Vec<_> = nodes.iter().map(|&i| self.launch(i)).collect();
+        for launch in launches {
+            let status = blocking(move || launch.and_then(|mut child| child.wait())).await;
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "rabbitmq-server -detached failed"
+            );
+        }
+        for &i in nodes {
+            self.wait_until_listening(i, true).await;
+        }
     }
 
     /// Spawns `rabbitmq-server -detached` for node `i` (it returns once the node is forked).
@@ -415,6 +463,11 @@ impl RabbitCluster {
 
 impl Drop for RabbitCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                print_log_tail(node);
+            }
+        }
         for proxy in &self.proxies {
             proxy.cut();
         }
@@ -422,6 +475,68 @@ impl Drop for RabbitCluster {
         let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
         kill_and_reap(&names, Duration::from_secs(15));
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// Longest wait for another process's cluster on the same ports to end.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10 * 60);
+
+/// Takes the lock file `path` for `owner` (created exclusively, holding the owner's identity),
+/// waiting while a live process holds it and taking over from a dead one.
+fn acquire(path: &Path, owner: &str, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(mut file) => {
+                std::io::Write::write_all(&mut file, owner.as_bytes()).unwrap();
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("lock {}: {e}", path.display()),
+        }
+        let holder = std::fs::read_to_string(path).unwrap_or_default();
+        // Empty: its holder is writing it now, or died right after creating it.
+        let abandoned = if holder.trim().is_empty() {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(10))
+        } else {
+            !is_alive(holder.trim())
+        };
+        if abandoned {
+            let _ = std::fs::remove_file(path);
+            continue;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} is still held by process {} after {patience:?}",
+            path.display(),
+            holder.trim()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Lines of a node's log shown when a test fails.
+const LOG_TAIL: usize = 40;
+
+/// Prints the last [`LOG_TAIL`] lines of a node's log to stderr (for a failed test's output).
+fn print_log_tail(node: &Node) {
+    let log = node.dir.join("log").join(format!("{}.log", node.name));
+    let Ok(text) = std::fs::read_to_string(&log) else {
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("---- last lines of {} ----", log.display());
+    for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+        eprintln!("{line}");
     }
 }
 
@@ -438,8 +553,8 @@ fn write_node_files(node: &Node, seed: Option<&str>) {
         node.port
     );
     if let Some(seed) = seed {
-        // Retried every 250 ms for a minute: long enough for the seed to boot, so a joining
-        // node never gives up and starts a cluster of its own.
+        // Retried every 250 ms for a minute (the seed is up already; this only rides out a
+        // slow moment), so a joining node never gives up and starts a cluster of its own.
         config.push_str(&format!(
             "cluster_formation.peer_discovery_backend = classic_config\n\
              cluster_formation.classic_config.nodes.1 = {seed}\n\
@@ -564,6 +679,21 @@ fn signal_kill(pids: &[u32]) {
         .status();
 }
 
+/// Stops, through `rabbitmqctl`, those of the named nodes that epmd still knows: a node of that
+/// name that this module did not start (it carries no `-tasksync_node` mark).
+fn stop_registered(names: &[String]) {
+    let Ok(out) = Command::new("epmd").arg("-names").output() else {
+        return;
+    };
+    let registered = String::from_utf8_lossy(&out.stdout).into_owned();
+    for name in names {
+        let short = name.split('@').next().unwrap_or(name);
+        if registered.contains(&format!("name {short} at port")) {
+            let _ = cli("rabbitmqctl", name, &["stop".to_string()]);
+        }
+    }
+}
+
 /// Waits until no process of node `name` is left.
 fn wait_gone(name: &str, patience: Duration) -> bool {
     let deadline = Instant::now() + patience;
@@ -578,8 +708,9 @@ fn wait_gone(name: &str, patience: Duration) -> bool {
     }
 }
 
-/// Kills cluster nodes whose owning test process is gone, and removes cluster directories
-/// whose owner is gone (a test process killed before its `Drop` ran).
+/// Kills cluster nodes whose owning test process is gone, and removes the cluster directories
+/// whose owner is gone (a test process killed before its `Drop` ran) unless a live process
+/// holds their ports' lock.
 fn sweep_orphans() {
     let orphans =
         beam_pids(|args| flag_value(args, "-tasksync_owner").is_some_and(|owner| !is_alive(owner)));
@@ -595,9 +726,24 @@ fn sweep_orphans() {
         if !is_cluster_dir {
             continue;
         }
-        let owner = std::fs::read_to_string(entry.path().join("owner")).unwrap_or_default();
-        if !owner.is_empty() && !is_alive(owner.trim()) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        let path = entry.path();
+        // Lock files are left to [`acquire`], which takes over from a dead owner.
+        if path.extension().is_some_and(|e| e == "lock") {
+            continue;
+        }
+        let owner_of = |file: PathBuf| std::fs::read_to_string(file).ok();
+        let gone = |owner: &Option<String>| {
+            owner
+                .as_deref()
+                .map(str::trim)
+                .is_some_and(|o| !o.is_empty() && !is_alive(o))
+        };
+        let (owner, lock) = (
+            owner_of(path.join("owner")),
+            owner_of(path.with_extension("lock")),
+        );
+        if gone(&owner) && (lock.is_none() || gone(&lock)) {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
