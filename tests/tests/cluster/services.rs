@@ -67,13 +67,18 @@ async fn killing_the_node_that_leads_a_work_queue_loses_and_doubles_nothing() {
     let stack = stack_on(&cluster).await;
     let (leader, queue) = busiest_leader(&cluster, &stack).await;
 
-    let load = Load::start(&stack, updates(60), 40).await;
-    cluster.kill(leader).await;
+    let load = Load::start(&stack, updates(100), 40).await;
     assert!(load.is_running(), "the load ended before the kill");
+    cluster.kill(leader).await;
     stack
         .eventually("another node leads the work queue", || async {
             cluster.leader_of(&queue).await.is_some_and(|l| l != leader)
         })
+        .await;
+    // The services failed over: writes go through and are applied while the node is down.
+    let meanwhile = Load::start(&stack, updates(5), 1).await.finish().await;
+    meanwhile
+        .verify(&stack.db, "cluster: while the killed node is down")
         .await;
     cluster.restart(leader).await;
     let ledger = load.finish().await;
@@ -109,8 +114,10 @@ async fn a_node_partitioned_away_loses_and_doubles_nothing() {
     let (leader, queue) = busiest_leader(&cluster, &stack).await;
 
     let load = Load::start(&stack, updates(100), 40).await;
-    cluster.partition(leader).await;
+    // The clients lose the node first (as `partition` does), then its peers do.
+    cluster.proxy(leader).cut();
     assert!(load.is_running(), "the load ended before the partition");
+    cluster.partition(leader).await;
     stack
         .eventually("the majority elects another leader", || async {
             cluster.leader_of(&queue).await.is_some_and(|l| l != leader)
