@@ -61,30 +61,66 @@ async fn busiest_leader(cluster: &RabbitCluster, stack: &TestStack) -> (usize, S
     panic!("node {node}, which the services are connected to, leads no work queue");
 }
 
-#[tokio::test]
-async fn killing_the_node_that_leads_a_work_queue_loses_and_doubles_nothing() {
-    let cluster = RabbitCluster::start(5750).await;
+/// What happens to the node under test.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL, then a restart.
+    Kill,
+    /// Cut from the clients and its peers, then healed.
+    Partition,
+}
+
+/// On a fresh cluster of `base_port`: a load in flow, `fault` on the node that holds the
+/// services' connections and leads a work queue, another node taking the lead, a second load
+/// written and applied while the node is away (so the services must have failed over), the node
+/// back; then the first load's figures.
+async fn under_load(base_port: u16, fault: Fault, name: &str) {
+    let cluster = RabbitCluster::start(base_port).await;
     let stack = stack_on(&cluster).await;
-    let (leader, queue) = busiest_leader(&cluster, &stack).await;
+    let (node, queue) = busiest_leader(&cluster, &stack).await;
 
     let load = Load::start(&stack, updates(100), 40).await;
-    assert!(load.is_running(), "the load ended before the kill");
-    cluster.kill(leader).await;
+    match fault {
+        Fault::Kill => {
+            assert!(load.is_running(), "{name}: the load ended before the fault");
+            cluster.kill(node).await;
+        }
+        Fault::Partition => {
+            // The clients lose the node first (as `partition` does), then its peers do.
+            cluster.proxy(node).cut();
+            assert!(load.is_running(), "{name}: the load ended before the fault");
+            cluster.partition(node).await;
+        }
+    }
     stack
         .eventually("another node leads the work queue", || async {
-            cluster.leader_of(&queue).await.is_some_and(|l| l != leader)
+            cluster.leader_of(&queue).await.is_some_and(|l| l != node)
         })
         .await;
-    // The services failed over: writes go through and are applied while the node is down.
     let meanwhile = Load::start(&stack, updates(5), 1).await.finish().await;
     meanwhile
-        .verify(&stack.db, "cluster: while the killed node is down")
+        .verify(&stack.db, &format!("{name}, while the node is away"))
         .await;
-    cluster.restart(leader).await;
-    let ledger = load.finish().await;
-    ledger
-        .verify(&stack.db, "cluster: the leader of a work queue killed")
-        .await;
+    match fault {
+        Fault::Kill => cluster.restart(node).await,
+        Fault::Partition => cluster.heal(node).await,
+    }
+    load.finish().await.verify(&stack.db, name).await;
+}
+
+#[tokio::test]
+async fn killing_the_node_that_leads_a_work_queue_loses_and_doubles_nothing() {
+    under_load(
+        5750,
+        Fault::Kill,
+        "cluster: the leader of a work queue killed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_partitioned_away_loses_and_doubles_nothing() {
+    under_load(5770, Fault::Partition, "cluster: a node partitioned away").await;
 }
 
 #[tokio::test]
@@ -105,32 +141,4 @@ async fn a_rolling_restart_of_every_node_loses_and_doubles_nothing() {
             .verify(&stack.db, &format!("cluster: rolling restart, node {node}"))
             .await;
     }
-}
-
-#[tokio::test]
-async fn a_node_partitioned_away_loses_and_doubles_nothing() {
-    let cluster = RabbitCluster::start(5770).await;
-    let stack = stack_on(&cluster).await;
-    let (leader, queue) = busiest_leader(&cluster, &stack).await;
-
-    let load = Load::start(&stack, updates(100), 40).await;
-    // The clients lose the node first (as `partition` does), then its peers do.
-    cluster.proxy(leader).cut();
-    assert!(load.is_running(), "the load ended before the partition");
-    cluster.partition(leader).await;
-    stack
-        .eventually("the majority elects another leader", || async {
-            cluster.leader_of(&queue).await.is_some_and(|l| l != leader)
-        })
-        .await;
-    // Writes still go through the majority while the node is away.
-    let during = Load::start(&stack, updates(5), 1).await.finish().await;
-    during
-        .verify(&stack.db, "cluster: during a partition")
-        .await;
-    cluster.heal(leader).await;
-    let ledger = load.finish().await;
-    ledger
-        .verify(&stack.db, "cluster: a node partitioned away")
-        .await;
 }
