@@ -18,7 +18,7 @@ cleanup() {
   kill -TERM "$API" $WORKERS_PIDS 2>/dev/null; wait "$API" $WORKERS_PIDS 2>/dev/null || true
   psql -qh 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" postgres || true
   rabbitmqctl -q list_queues name 2>/dev/null | grep "^$AMQP_PREFIX\." | while read -r q; do
-    rabbitmqctl -q delete_queue "$q" > /dev/null 2>&1 || true
+    rabbitmqctl -q delete_queue "$q" < /dev/null > /dev/null 2>&1 || true
   done
 }
 WORKER_HTTP_PORT=38432 "$B/api" > "$OUT/api.log" 2>&1 & API=$!
