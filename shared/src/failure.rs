@@ -103,20 +103,9 @@ pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
-/// Reads an integer header (any integer width).
+/// Reads an integer header (any integer width) that fits a `u32`.
 pub fn header_u32(properties: &BasicProperties, name: &str) -> Option<u32> {
-    let value = properties.headers().as_ref()?.inner().get(name)?;
-    let n: i64 = match value {
-        AMQPValue::ShortShortInt(v) => (*v).into(),
-        AMQPValue::ShortShortUInt(v) => (*v).into(),
-        AMQPValue::ShortInt(v) => (*v).into(),
-        AMQPValue::ShortUInt(v) => (*v).into(),
-        AMQPValue::LongInt(v) => (*v).into(),
-        AMQPValue::LongUInt(v) => (*v).into(),
-        AMQPValue::LongLongInt(v) => *v,
-        _ => return None,
-    };
-    u32::try_from(n).ok()
+    header_i64(properties, name).and_then(|n| u32::try_from(n).ok())
 }
 
 /// Reads an integer header as `i64` (any integer width).
