@@ -69,6 +69,12 @@ async fn a_partitioned_stack_applies_every_write_exactly_once_over_all_its_parti
     let figures = ledger.verify(&stack.db, "three partitions").await;
     assert_eq!(figures.sent, 90);
 
+    // The depths are a shared sample up to a second old: wait for one taken after the restart.
+    stack
+        .eventually("the status shows the worker on every partition", || async {
+            stack.status().await.body["worker_count"] == 1
+        })
+        .await;
     let status = stack.status().await;
     let partitions = status.body["work_partitions"].as_array().unwrap();
     let names: Vec<&str> = partitions
